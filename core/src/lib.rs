@@ -1,0 +1,10 @@
+//! `ai_batch_core`: the plain-Rust engine of the `ai_batch` DuckDB extension.
+//!
+//! Nothing in this crate knows about DuckDB. The extension crate turns SQL
+//! parameters into the plain structs defined here and writes the results back.
+
+pub mod cost;
+pub mod http;
+pub mod openai;
+pub mod processor;
+pub mod requests;

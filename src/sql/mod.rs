@@ -1,0 +1,310 @@
+//! The SQL skin: one file per SQL function, plus the glue they share here.
+//!
+//! Every table function follows one shape ([`SqlTable`]): `bind` turns DuckDB's
+//! parameters into a plain struct (no side effects: bind runs several times per
+//! query, and for EXPLAIN/DESCRIBE which never execute); the first execution
+//! callback does the work once and keeps the rows; later callbacks hand them out
+//! a chunk at a time. Errors are prefixed with the function's name.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use duckdb::core::{DataChunkHandle, Inserter, LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
+
+use crate::runtime::Runtime;
+
+// pub mod cancel;
+pub mod details;
+pub mod history;
+// pub mod refresh;
+pub mod release;
+// pub mod retry;
+pub mod submit;
+// pub mod submit_scalar;
+
+/// The boxed error type the duckdb-rs callbacks expect.
+pub type BoxError = Box<dyn std::error::Error>;
+
+/// An error a SQL function reports: always `<function>: <what failed> (<what to do>)`.
+#[derive(Debug)]
+pub struct SqlError(pub String);
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for SqlError {}
+
+/// Builds a [`SqlError`] whose message starts with the function name.
+pub fn fail(func: &str, msg: impl std::fmt::Display) -> SqlError {
+    SqlError(format!("{func}: {msg}"))
+}
+
+/// Output column types the functions use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColType {
+    Varchar,
+    BigInt,
+    Double,
+    Bool,
+    /// Microseconds since the epoch, shown as TIMESTAMP WITH TIME ZONE.
+    TimestampTz,
+    /// DECIMAL(10,4): money.
+    Money,
+}
+
+impl ColType {
+    fn logical(self) -> LogicalTypeHandle {
+        match self {
+            ColType::Varchar => LogicalTypeHandle::from(LogicalTypeId::Varchar),
+            ColType::BigInt => LogicalTypeHandle::from(LogicalTypeId::Bigint),
+            ColType::Double => LogicalTypeHandle::from(LogicalTypeId::Double),
+            ColType::Bool => LogicalTypeHandle::from(LogicalTypeId::Boolean),
+            ColType::TimestampTz => LogicalTypeHandle::from(LogicalTypeId::TimestampTZ),
+            ColType::Money => LogicalTypeHandle::decimal(10, 4),
+        }
+    }
+}
+
+/// One output value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    Null,
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl From<Option<String>> for Cell {
+    fn from(v: Option<String>) -> Self {
+        v.map(Cell::Text).unwrap_or(Cell::Null)
+    }
+}
+impl From<String> for Cell {
+    fn from(v: String) -> Self {
+        Cell::Text(v)
+    }
+}
+impl From<&str> for Cell {
+    fn from(v: &str) -> Self {
+        Cell::Text(v.to_string())
+    }
+}
+impl From<Option<i64>> for Cell {
+    fn from(v: Option<i64>) -> Self {
+        v.map(Cell::Int).unwrap_or(Cell::Null)
+    }
+}
+impl From<i64> for Cell {
+    fn from(v: i64) -> Self {
+        Cell::Int(v)
+    }
+}
+impl From<Option<f64>> for Cell {
+    fn from(v: Option<f64>) -> Self {
+        v.map(Cell::Float).unwrap_or(Cell::Null)
+    }
+}
+impl From<f64> for Cell {
+    fn from(v: f64) -> Self {
+        Cell::Float(v)
+    }
+}
+impl From<bool> for Cell {
+    fn from(v: bool) -> Self {
+        Cell::Bool(v)
+    }
+}
+
+/// A SQL table function: parameters in, rows out.
+pub trait SqlTable: Sized + 'static {
+    /// The SQL name.
+    const NAME: &'static str;
+    /// The parsed parameters.
+    type Params: Send + Sync;
+    /// Output columns.
+    fn columns() -> Vec<(&'static str, ColType)>;
+    /// Positional parameter types.
+    fn parameters() -> Vec<LogicalTypeHandle> {
+        Vec::new()
+    }
+    /// Named parameter types.
+    fn named_parameters() -> Vec<(&'static str, LogicalTypeHandle)> {
+        Vec::new()
+    }
+    /// Reads the parameters. Must not have side effects.
+    fn parse(bind: &BindInfo) -> Result<Self::Params, SqlError>;
+    /// Does the work, once per execution.
+    fn run(rt: &Arc<Runtime>, params: &Self::Params) -> Result<Vec<Vec<Cell>>, SqlError>;
+}
+
+/// Bind data of every table function: the runtime and the parsed parameters.
+pub struct Bound<P> {
+    rt: Arc<Runtime>,
+    params: P,
+}
+
+/// Execution state: rows produced by the first callback and how many were handed out.
+#[derive(Default)]
+pub struct Progress {
+    state: Mutex<Option<(Vec<Vec<Cell>>, usize)>>,
+}
+
+/// The duckdb-rs adapter for a [`SqlTable`].
+pub struct Table<T>(PhantomData<T>);
+
+impl<T: SqlTable> VTab for Table<T> {
+    type InitData = Progress;
+    type BindData = Bound<T::Params>;
+
+    fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
+        let rt_ptr = bind.get_extra_info::<Arc<Runtime>>();
+        if rt_ptr.is_null() {
+            return Err(Box::new(fail(
+                T::NAME,
+                "internal error: extension state missing (LOAD ai_batch again)",
+            )));
+        }
+        // SAFETY: registered with an `Arc<Runtime>` as extra info; DuckDB keeps it alive
+        // as long as the function exists.
+        let rt = unsafe { &*rt_ptr }.clone();
+        if rt.is_released() {
+            return Err(Box::new(fail(
+                T::NAME,
+                crate::runtime::RuntimeError::Released,
+            )));
+        }
+        let params = T::parse(bind)?;
+        for (name, ty) in T::columns() {
+            bind.add_result_column(name, ty.logical());
+        }
+        Ok(Bound { rt, params })
+    }
+
+    fn init(_: &InitInfo) -> Result<Self::InitData, BoxError> {
+        Ok(Progress::default())
+    }
+
+    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+        let bound = func.get_bind_data();
+        let progress = func.get_init_data();
+        let mut guard = progress.state.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let rows = T::run(&bound.rt, &bound.params)?;
+            *guard = Some((rows, 0));
+        }
+        let Some((rows, pos)) = guard.as_mut() else {
+            output.set_len(0);
+            return Ok(());
+        };
+        let cols = T::columns();
+        let take = (rows.len() - *pos).min(2048);
+        for (c, (_, ty)) in cols.iter().enumerate() {
+            let mut vector = output.flat_vector(c);
+            for r in 0..take {
+                let cell = rows
+                    .get(*pos + r)
+                    .and_then(|row| row.get(c))
+                    .unwrap_or(&Cell::Null);
+                write_cell(&mut vector, r, *ty, cell);
+            }
+        }
+        *pos += take;
+        output.set_len(take);
+        Ok(())
+    }
+
+    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+        Some(T::parameters())
+    }
+
+    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+        Some(
+            T::named_parameters()
+                .into_iter()
+                .map(|(n, t)| (n.to_string(), t))
+                .collect(),
+        )
+    }
+}
+
+fn write_cell(v: &mut duckdb::core::FlatVector<'_>, row: usize, ty: ColType, cell: &Cell) {
+    // SAFETY (all `as_mut_slice` calls): the vector was created by DuckDB for this
+    // column type, with capacity >= 2048 rows, and `row < 2048`.
+    match (ty, cell) {
+        (_, Cell::Null) => v.set_null(row),
+        (ColType::Varchar, Cell::Text(s)) => v.insert(row, s.as_str()),
+        (ColType::Varchar, other) => v.insert(row, cell_text(other).as_str()),
+        (ColType::BigInt | ColType::TimestampTz, Cell::Int(i)) => unsafe {
+            v.as_mut_slice::<i64>()[row] = *i;
+        },
+        (ColType::Double, Cell::Float(f)) => unsafe {
+            v.as_mut_slice::<f64>()[row] = *f;
+        },
+        (ColType::Double, Cell::Int(i)) => unsafe {
+            v.as_mut_slice::<f64>()[row] = *i as f64;
+        },
+        (ColType::Money, Cell::Float(f)) => unsafe {
+            v.as_mut_slice::<i64>()[row] = (f * 10_000.0).round() as i64;
+        },
+        (ColType::Bool, Cell::Bool(b)) => unsafe {
+            v.as_mut_slice::<bool>()[row] = *b;
+        },
+        _ => v.set_null(row),
+    }
+}
+
+fn cell_text(c: &Cell) -> String {
+    match c {
+        Cell::Null => String::new(),
+        Cell::Text(s) => s.clone(),
+        Cell::Int(i) => i.to_string(),
+        Cell::Float(f) => f.to_string(),
+        Cell::Bool(b) => b.to_string(),
+    }
+}
+
+// ---- parameter reading, NULL-safe (Value::to_string on NULL aborts the host) ----
+
+/// A VARCHAR-ish value, or None for SQL NULL.
+pub fn value_text(v: &Value) -> Option<String> {
+    if v.is_null() {
+        None
+    } else {
+        Some(v.to_string())
+    }
+}
+
+/// A named parameter as text; None when absent or NULL.
+pub fn named_text(bind: &BindInfo, name: &str) -> Option<String> {
+    bind.get_named_parameter(name).and_then(|v| value_text(&v))
+}
+
+/// A named BOOLEAN parameter; None when absent or NULL.
+pub fn named_bool(bind: &BindInfo, name: &str) -> Option<bool> {
+    bind.get_named_parameter(name)
+        .filter(|v| !v.is_null())
+        .map(|v| v.to_bool())
+}
+
+/// A named BIGINT parameter; None when absent or NULL.
+pub fn named_i64(bind: &BindInfo, name: &str) -> Option<i64> {
+    bind.get_named_parameter(name)
+        .filter(|v| !v.is_null())
+        .map(|v| v.to_int64())
+}
+
+/// A named DOUBLE parameter; None when absent or NULL.
+pub fn named_f64(bind: &BindInfo, name: &str) -> Option<f64> {
+    bind.get_named_parameter(name)
+        .filter(|v| !v.is_null())
+        .map(|v| v.to_double())
+}
+
+/// The logical type handle for a plain type id.
+pub fn ty(id: LogicalTypeId) -> LogicalTypeHandle {
+    LogicalTypeHandle::from(id)
+}

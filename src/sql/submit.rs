@@ -1,0 +1,184 @@
+//! `batch_submit(processor, selection, <named parameters>)`: the table function form.
+//!
+//! `selection` is a SQL text (`$$SELECT id FROM issues WHERE ...$$`), a list of issue
+//! ids (literal, `?`, `getvariable(...)`), or NULL to take every issue narrowed by the
+//! filters. (DuckDB's C API registers exactly one signature per table function, so
+//! the selection cannot be left out; NULL stands for "no explicit selection".)
+
+use std::sync::Arc;
+
+use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::{BindInfo, Value};
+
+use super::{
+    fail, named_bool, named_f64, named_i64, named_text, ty, value_text, Cell, ColType, SqlError,
+    SqlTable,
+};
+use crate::runtime::Runtime;
+use crate::submit::{self, Selection, SubmitRequest, SubmitResult};
+
+/// The `batch_submit` table function.
+pub struct Submit;
+
+/// The function name, shared with the scalar form.
+pub const NAME: &str = "batch_submit";
+
+/// Output columns, shared with the scalar form (as STRUCT fields).
+pub fn columns() -> Vec<(&'static str, ColType)> {
+    use ColType::*;
+    vec![
+        ("job_id", Varchar),
+        ("status", Varchar),
+        ("processor", Varchar),
+        ("model", Varchar),
+        ("selected", BigInt),
+        ("submitted", BigInt),
+        ("skipped", BigInt),
+        ("skipped_analysed", BigInt),
+        ("skipped_active", BigInt),
+        ("unknown_ids", BigInt),
+        ("over_max", BigInt),
+        ("estimated_input_tokens", BigInt),
+        ("estimated_output_tokens", BigInt),
+        ("cost_estimate", Money),
+        ("provider_batch_id", Varchar),
+        ("message", Varchar),
+    ]
+}
+
+/// Result rows, in `columns()` order.
+pub fn rows(req: &SubmitRequest, r: &SubmitResult) -> Vec<Vec<Cell>> {
+    let s = &r.summary;
+    r.jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job_id.clone().into(),
+                j.status.clone().into(),
+                req.processor.clone().into(),
+                req.model.clone().into(),
+                s.selected.into(),
+                j.submitted.into(),
+                s.skipped().into(),
+                s.skipped_analysed.into(),
+                s.skipped_active.into(),
+                s.unknown_ids.into(),
+                s.over_max.into(),
+                j.estimated_input_tokens.into(),
+                j.estimated_output_tokens.into(),
+                j.cost_estimate.into(),
+                j.provider_batch_id.clone().into(),
+                j.message.clone().into(),
+            ]
+        })
+        .collect()
+}
+
+/// The named parameters, with their SQL types.
+pub fn named() -> Vec<(&'static str, LogicalTypeHandle)> {
+    use LogicalTypeId::*;
+    vec![
+        ("model", ty(Varchar)),
+        ("provider", ty(Varchar)),
+        ("base_url", ty(Varchar)),
+        ("dry_run", ty(Boolean)),
+        ("reprocess", ty(Boolean)),
+        ("max_issues", ty(Bigint)),
+        ("org", ty(Varchar)),
+        ("repo", ty(Varchar)),
+        ("state", ty(Varchar)),
+        ("missing_analysis", ty(Boolean)),
+        ("temperature", ty(Double)),
+        ("max_output_tokens", ty(Bigint)),
+        ("max_requests_per_job", ty(Bigint)),
+    ]
+}
+
+fn is_integer(t: LogicalTypeId) -> bool {
+    use LogicalTypeId::*;
+    matches!(
+        t,
+        Tinyint | Smallint | Integer | Bigint | UTinyint | USmallint | UInteger | UBigint | Hugeint
+    )
+}
+
+/// Turns the selection argument into a [`Selection`].
+pub fn selection_from_value(v: &Value) -> Result<Selection, SqlError> {
+    if v.is_null() {
+        return Ok(Selection::All);
+    }
+    let t = v.logical_type_id();
+    match t {
+        LogicalTypeId::Varchar => Ok(Selection::Sql(value_text(v).unwrap_or_default())),
+        LogicalTypeId::List => {
+            let items = v.to_list().unwrap_or_default();
+            let mut ids = Vec::with_capacity(items.len());
+            for item in &items {
+                if item.is_null() {
+                    continue;
+                }
+                if !is_integer(item.logical_type_id()) {
+                    return Err(fail(
+                        NAME,
+                        "the selection list must hold integer issue ids (e.g. [1, 2, 3] or getvariable('ids'))",
+                    ));
+                }
+                ids.push(item.to_int64());
+            }
+            Ok(Selection::Ids(ids))
+        }
+        t if is_integer(t) => Ok(Selection::Ids(vec![v.to_int64()])),
+        _ => Err(fail(
+            NAME,
+            "selection must be a SQL text ($$SELECT id FROM issues ...$$), a list of issue ids, or NULL with filters",
+        )),
+    }
+}
+
+impl SqlTable for Submit {
+    const NAME: &'static str = NAME;
+    type Params = SubmitRequest;
+
+    fn columns() -> Vec<(&'static str, ColType)> {
+        columns()
+    }
+
+    fn parameters() -> Vec<LogicalTypeHandle> {
+        vec![ty(LogicalTypeId::Varchar), ty(LogicalTypeId::Any)]
+    }
+
+    fn named_parameters() -> Vec<(&'static str, LogicalTypeHandle)> {
+        named()
+    }
+
+    fn parse(bind: &BindInfo) -> Result<SubmitRequest, SqlError> {
+        let processor = value_text(&bind.get_parameter(0))
+            .ok_or_else(|| fail(NAME, "processor must not be NULL (e.g. 'product-labeling')"))?;
+        let selection = selection_from_value(&bind.get_parameter(1))?;
+        let mut req = SubmitRequest::new(processor.trim(), selection);
+        if let Some(m) = named_text(bind, "model") {
+            req.model = m;
+        }
+        if let Some(p) = named_text(bind, "provider") {
+            req.provider = p.trim().to_ascii_lowercase();
+        }
+        req.base_url = named_text(bind, "base_url");
+        req.dry_run = named_bool(bind, "dry_run").unwrap_or(false);
+        req.reprocess = named_bool(bind, "reprocess").unwrap_or(false);
+        req.max_issues = named_i64(bind, "max_issues");
+        req.org = named_text(bind, "org");
+        req.repo = named_text(bind, "repo");
+        req.state = named_text(bind, "state");
+        req.missing_analysis = named_bool(bind, "missing_analysis").unwrap_or(false);
+        req.temperature = named_f64(bind, "temperature");
+        req.max_output_tokens = named_i64(bind, "max_output_tokens");
+        req.max_requests_per_job = named_i64(bind, "max_requests_per_job");
+        req.validate().map_err(|e| fail(NAME, e))?;
+        Ok(req)
+    }
+
+    fn run(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<Vec<Vec<Cell>>, SqlError> {
+        let result = submit::submit(rt, req).map_err(|e| fail(NAME, e))?;
+        Ok(rows(req, &result))
+    }
+}

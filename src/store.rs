@@ -1,0 +1,373 @@
+//! The tracking tables: their DDL, defined once here, and every read and write of them.
+//!
+//! Tables live in the default schema of the database the extension was loaded into,
+//! so `SELECT * FROM batch_jobs` works from any client. They carry no FOREIGN KEY
+//! constraints (DuckDB rejects `ON DELETE CASCADE`, and a foreign key to
+//! `batch_jobs(id)` makes `UPDATE batch_jobs SET status = ...` fail): this module
+//! keeps them consistent itself.
+//!
+//! They are created on first use by any `batch_*` function, never at `LOAD` (SQL run
+//! at load time would be written into the user's file and fails on a read-only
+//! database).
+
+use duckdb::{params, Connection, OptionalExt};
+
+/// Tables the extension owns, in creation order.
+pub const OWNED_TABLES: [&str; 3] = ["batch_jobs", "batch_items", "ai_analyses"];
+
+/// The DDL of the tracking tables. Idempotent.
+pub const SCHEMA_DDL: &str = r#"
+CREATE SEQUENCE IF NOT EXISTS batch_jobs_id_seq;
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    id                       BIGINT PRIMARY KEY DEFAULT nextval('batch_jobs_id_seq'),
+    job_id                   VARCHAR NOT NULL UNIQUE,   -- human-usable: job_YYYYMMDD_HHMMSS_xxxx
+    provider                 VARCHAR NOT NULL,          -- 'openai'
+    processor                VARCHAR NOT NULL,          -- 'product-labeling'
+    processor_version        VARCHAR,
+    model                    VARCHAR NOT NULL,
+    status                   VARCHAR NOT NULL,          -- see README: job statuses
+    issues_count             INTEGER NOT NULL DEFAULT 0,-- items in this job
+    completed_count          INTEGER NOT NULL DEFAULT 0,
+    failed_count             INTEGER NOT NULL DEFAULT 0,
+    skipped_count            INTEGER NOT NULL DEFAULT 0,-- selected but skipped at submit
+    created_at               TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    submitted_at             TIMESTAMPTZ,
+    completed_at             TIMESTAMPTZ,
+    updated_at               TIMESTAMPTZ,
+    collected_at             TIMESTAMPTZ,
+    cost_estimate            DECIMAL(10,4),
+    estimated_input_tokens   BIGINT,
+    estimated_output_tokens  BIGINT,
+    input_tokens             BIGINT,                    -- actual, from the provider's usage
+    output_tokens            BIGINT,
+    actual_cost              DECIMAL(10,4),
+    selection_query          VARCHAR,                   -- the SQL text, the id list or the filters
+    options                  JSON,                      -- temperature, max_output_tokens, ...
+    base_url                 VARCHAR,
+    provider_batch_id        VARCHAR,
+    input_file_id            VARCHAR,
+    output_file_id           VARCHAR,
+    error_file_id            VARCHAR,
+    retry_of                 VARCHAR,                   -- job_id this job retries
+    error_message            VARCHAR
+);
+CREATE SEQUENCE IF NOT EXISTS batch_items_id_seq;
+CREATE TABLE IF NOT EXISTS batch_items (
+    id                       BIGINT PRIMARY KEY DEFAULT nextval('batch_items_id_seq'),
+    batch_job_id             BIGINT NOT NULL,           -- batch_jobs.id
+    issue_id                 BIGINT NOT NULL,           -- issues.id
+    custom_id                VARCHAR NOT NULL,
+    status                   VARCHAR NOT NULL,          -- pending, completed, failed, expired, cancelled
+    error_code               VARCHAR,
+    error_message            VARCHAR,
+    attempts                 INTEGER NOT NULL DEFAULT 1,
+    estimated_input_tokens   INTEGER,
+    input_tokens             INTEGER,
+    output_tokens            INTEGER,
+    cost                     DECIMAL(12,6),
+    created_at               TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    updated_at               TIMESTAMPTZ
+);
+CREATE SEQUENCE IF NOT EXISTS ai_analyses_id_seq;
+CREATE TABLE IF NOT EXISTS ai_analyses (
+    id                       BIGINT PRIMARY KEY DEFAULT nextval('ai_analyses_id_seq'),
+    issue_id                 BIGINT NOT NULL,
+    processor                VARCHAR NOT NULL,
+    processor_version        VARCHAR NOT NULL,
+    model                    VARCHAR NOT NULL,
+    batch_job_id             BIGINT,
+    batch_item_id            BIGINT,
+    result                   JSON NOT NULL,
+    input_tokens             INTEGER,
+    output_tokens            INTEGER,
+    cost                     DECIMAL(12,6),
+    created_at               TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+"#;
+
+/// What went wrong in the tracking tables.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is read-only and has no ai_batch tables yet (open it read-write once, or run a batch_* function on a writable copy)")]
+    ReadOnlyWithoutTables,
+    #[error("could not create the ai_batch tables: {0}")]
+    Create(String),
+    #[error("no job with job_id '{0}' (see SELECT job_id FROM batch_history())")]
+    UnknownJob(String),
+    #[error("database error: {0}")]
+    Db(#[from] duckdb::Error),
+}
+
+pub fn owned_tables_present(conn: &Connection) -> Result<usize, duckdb::Error> {
+    conn.query_row(
+        "SELECT count(*) FROM duckdb_tables() \
+         WHERE database_name = current_database() AND schema_name = current_schema() \
+           AND table_name IN ('batch_jobs', 'batch_items', 'ai_analyses')",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as usize)
+}
+
+/// True when the database the connection points at is read-only.
+pub fn is_read_only(conn: &Connection) -> Result<bool, duckdb::Error> {
+    conn.query_row(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()",
+        [],
+        |r| r.get::<_, bool>(0),
+    )
+}
+
+/// Creates the tracking tables if any is missing. Cheap when they all exist.
+pub fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
+    if owned_tables_present(conn)? == OWNED_TABLES.len() {
+        return Ok(());
+    }
+    if is_read_only(conn)? {
+        return Err(StoreError::ReadOnlyWithoutTables);
+    }
+    // Two connections may race to create: a write-write conflict on the catalog
+    // is answered by looking again.
+    for attempt in 0..3 {
+        let r = conn.execute_batch(&format!("BEGIN; {SCHEMA_DDL} COMMIT;"));
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                if owned_tables_present(conn)? == OWNED_TABLES.len() {
+                    return Ok(());
+                }
+                if attempt == 2 {
+                    return Err(StoreError::Create(e.to_string()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True if a table (or view) of that name exists in the current schema.
+pub fn table_exists(conn: &Connection, name: &str) -> Result<bool, duckdb::Error> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() \
+                 AND schema_name = current_schema() AND table_name = ?) \
+             OR EXISTS (SELECT 1 FROM duckdb_views() WHERE database_name = current_database() \
+                 AND schema_name = current_schema() AND view_name = ?)",
+        params![name, name],
+        |r| r.get::<_, bool>(0),
+    )
+}
+
+/// One row of `batch_history()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub job_id: String,
+    pub status: String,
+    pub provider: String,
+    pub processor: String,
+    pub model: String,
+    pub issues_count: i64,
+    pub completed_count: i64,
+    pub failed_count: i64,
+    pub skipped_count: i64,
+    pub pending_count: i64,
+    pub cost_estimate: Option<f64>,
+    pub actual_cost: Option<f64>,
+    pub estimated_input_tokens: Option<i64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub created_at: Option<i64>,
+    pub submitted_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub provider_batch_id: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Filters of `batch_history()`.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub status: Option<String>,
+    pub processor: Option<String>,
+    pub max_rows: Option<i64>,
+}
+
+const JOB_COLUMNS: &str = "j.job_id, j.status, j.provider, j.processor, j.model, \
+    j.issues_count, j.completed_count, j.failed_count, j.skipped_count, \
+    (SELECT count(*) FROM batch_items bi WHERE bi.batch_job_id = j.id AND bi.status = 'pending') AS pending_count, \
+    CAST(j.cost_estimate AS DOUBLE), CAST(j.actual_cost AS DOUBLE), \
+    j.estimated_input_tokens, j.input_tokens, j.output_tokens, \
+    epoch_us(j.created_at), epoch_us(j.submitted_at), epoch_us(j.completed_at), \
+    j.provider_batch_id, j.error_message";
+
+fn job_row(r: &duckdb::Row<'_>) -> duckdb::Result<JobRow> {
+    Ok(JobRow {
+        job_id: r.get(0)?,
+        status: r.get(1)?,
+        provider: r.get(2)?,
+        processor: r.get(3)?,
+        model: r.get(4)?,
+        issues_count: r.get(5)?,
+        completed_count: r.get(6)?,
+        failed_count: r.get(7)?,
+        skipped_count: r.get(8)?,
+        pending_count: r.get(9)?,
+        cost_estimate: r.get(10)?,
+        actual_cost: r.get(11)?,
+        estimated_input_tokens: r.get(12)?,
+        input_tokens: r.get(13)?,
+        output_tokens: r.get(14)?,
+        created_at: r.get(15)?,
+        submitted_at: r.get(16)?,
+        completed_at: r.get(17)?,
+        provider_batch_id: r.get(18)?,
+        error_message: r.get(19)?,
+    })
+}
+
+/// Jobs, newest first, filtered.
+pub fn history(conn: &Connection, f: &HistoryFilter) -> Result<Vec<JobRow>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM batch_jobs j \
+         WHERE (?::VARCHAR IS NULL OR j.status = ?::VARCHAR) \
+           AND (?::VARCHAR IS NULL OR j.processor = ?::VARCHAR) \
+         ORDER BY j.created_at DESC, j.id DESC \
+         LIMIT ?"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let limit = f.max_rows.unwrap_or(i64::MAX);
+    let rows = stmt.query_map(
+        params![f.status, f.status, f.processor, f.processor, limit],
+        job_row,
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// One job by its job id.
+pub fn job(conn: &Connection, job_id: &str) -> Result<JobRow, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM batch_jobs j WHERE j.job_id = ?");
+    conn.query_row(&sql, params![job_id], job_row)
+        .optional()?
+        .ok_or_else(|| StoreError::UnknownJob(job_id.to_string()))
+}
+
+/// One item of a job, with its issue reference when the `issues` table has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRow {
+    pub item_id: i64,
+    pub issue_id: i64,
+    pub issue_ref: Option<String>,
+    pub custom_id: String,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: i64,
+    pub estimated_input_tokens: Option<i64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost: Option<f64>,
+    pub updated_at: Option<i64>,
+}
+
+/// The items of a job, ordered by item id.
+pub fn items(conn: &Connection, job_id: &str) -> Result<Vec<ItemRow>, StoreError> {
+    let issue_ref = if table_exists(conn, "issues")? {
+        "(SELECT i.org || '/' || i.repo || '#' || i.number FROM issues i WHERE i.id = b.issue_id)"
+    } else {
+        "NULL::VARCHAR"
+    };
+    let sql = format!(
+        "SELECT b.id, b.issue_id, {issue_ref}, b.custom_id, b.status, b.error_code, b.error_message, \
+                b.attempts, b.estimated_input_tokens, b.input_tokens, b.output_tokens, \
+                CAST(b.cost AS DOUBLE), epoch_us(b.updated_at) \
+         FROM batch_items b JOIN batch_jobs j ON j.id = b.batch_job_id \
+         WHERE j.job_id = ? ORDER BY b.id"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![job_id], |r| {
+        Ok(ItemRow {
+            item_id: r.get(0)?,
+            issue_id: r.get(1)?,
+            issue_ref: r.get(2)?,
+            custom_id: r.get(3)?,
+            status: r.get(4)?,
+            error_code: r.get(5)?,
+            error_message: r.get(6)?,
+            attempts: r.get(7)?,
+            estimated_input_tokens: r.get(8)?,
+            input_tokens: r.get(9)?,
+            output_tokens: r.get(10)?,
+            cost: r.get(11)?,
+            updated_at: r.get(12)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Records the uploaded input file of a job (status `uploaded`).
+pub fn job_uploaded(conn: &Connection, job_pk: i64, file_id: &str) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET input_file_id = ?, status = 'uploaded', updated_at = current_timestamp \
+         WHERE id = ?",
+        params![file_id, job_pk],
+    )?;
+    Ok(())
+}
+
+/// Records the provider batch of a job and its first provider status.
+pub fn job_created(
+    conn: &Connection,
+    job_pk: i64,
+    batch_id: &str,
+    status: &str,
+) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET provider_batch_id = ?, status = ?, submitted_at = current_timestamp, \
+                updated_at = current_timestamp, error_message = NULL \
+         WHERE id = ?",
+        params![batch_id, status, job_pk],
+    )?;
+    Ok(())
+}
+
+/// Records an error on a job without changing its status.
+pub fn job_error(conn: &Connection, job_pk: i64, message: &str) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET error_message = ?, updated_at = current_timestamp WHERE id = ?",
+        params![message, job_pk],
+    )?;
+    Ok(())
+}
+
+/// Marks a job that never reached the provider `failed`, and its pending items
+/// `failed` with `error_code` (they can be sent again with `batch_retry`). One
+/// transaction.
+pub fn fail_job(
+    conn: &Connection,
+    job_pk: i64,
+    error_code: &str,
+    message: &str,
+) -> duckdb::Result<()> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let r = (|| {
+        conn.execute(
+            "UPDATE batch_jobs SET status = 'failed', error_message = ?, failed_count = issues_count, \
+                    completed_at = current_timestamp, updated_at = current_timestamp \
+             WHERE id = ?",
+            params![message, job_pk],
+        )?;
+        conn.execute(
+            "UPDATE batch_items SET status = 'failed', error_code = ?, error_message = ?, \
+                    updated_at = current_timestamp \
+             WHERE batch_job_id = ? AND status = 'pending'",
+            params![error_code, message, job_pk],
+        )?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}

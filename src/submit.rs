@@ -1,0 +1,1078 @@
+//! Submitting a selection of issues as provider batch jobs.
+//!
+//! The order of steps is what makes a crash or a provider error recoverable:
+//!
+//! 1. Check everything that can be checked without writing: parameters, API key,
+//!    base URL, the selection SQL (one read-only statement with an `id` column).
+//! 2. Resolve the selection into ids; classify them (unknown, filtered out, already
+//!    analysed, in an active job) and choose what to submit — under the runtime's
+//!    write lock, so two submits never put one issue into two active jobs.
+//! 3. Build the JSONL request files (one per shard of at most 50,000 requests /
+//!    190 MB) and count input tokens exactly; estimate the cost.
+//! 4. Commit the jobs (status `created`) and their items (`pending`) in one
+//!    transaction, still under the lock. Nothing has been sent yet.
+//! 5. Per job: upload the file (→ `uploaded`, `input_file_id` recorded), create the
+//!    batch with `metadata.ai_batch_job_id` (→ provider status, `provider_batch_id`
+//!    recorded). A failure that surely did not create a batch marks the job and its
+//!    items `failed` with the reason; a create that may have reached the provider
+//!    leaves the job `uploaded` with the reason, for `batch_refresh()` to reconcile by
+//!    job id. Nothing is repeated blindly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ai_batch_core::cost::{self, ModelPrice, PriceTable};
+use ai_batch_core::openai::{
+    ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT, COMPLETION_WINDOW_24H,
+    DEFAULT_BASE_URL, JOB_ID_METADATA_KEY,
+};
+use ai_batch_core::processor::{self, CommentInput, IssueInput, Processor};
+use ai_batch_core::requests::{custom_id, RequestOptions, Shard, ShardWriter, Sharder};
+use duckdb::{params, Connection};
+
+use crate::runtime::Runtime;
+use crate::store;
+
+/// The default model when `model :=` is not given.
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+/// The only provider so far.
+pub const DEFAULT_PROVIDER: &str = "openai";
+/// Collected items of a processor+model needed before their average output tokens
+/// replace the processor's default in estimates.
+pub const MIN_HISTORY_FOR_OUTPUT_AVERAGE: i64 = 20;
+
+/// Which issues to take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// A read-only SQL query with an `id` column.
+    Sql(String),
+    /// Issue ids.
+    Ids(Vec<i64>),
+    /// No explicit selection: every issue, narrowed by the filters.
+    All,
+}
+
+/// A submit request, as parsed from SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmitRequest {
+    pub processor: String,
+    pub selection: Selection,
+    pub model: String,
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub dry_run: bool,
+    pub reprocess: bool,
+    pub max_issues: Option<i64>,
+    pub org: Option<String>,
+    pub repo: Option<String>,
+    pub state: Option<String>,
+    pub missing_analysis: bool,
+    pub temperature: Option<f64>,
+    pub max_output_tokens: Option<i64>,
+    /// Requests per job (tests and users who want smaller jobs); default 50,000.
+    pub max_requests_per_job: Option<i64>,
+}
+
+impl SubmitRequest {
+    /// A request with defaults for everything but processor and selection.
+    pub fn new(processor: &str, selection: Selection) -> Self {
+        SubmitRequest {
+            processor: processor.to_string(),
+            selection,
+            model: DEFAULT_MODEL.to_string(),
+            provider: DEFAULT_PROVIDER.to_string(),
+            base_url: None,
+            dry_run: false,
+            reprocess: false,
+            max_issues: None,
+            org: None,
+            repo: None,
+            state: None,
+            missing_analysis: false,
+            temperature: None,
+            max_output_tokens: None,
+            max_requests_per_job: None,
+        }
+    }
+
+    /// Checks what can be checked without the database (bind time).
+    pub fn validate(&self) -> Result<(), SubmitError> {
+        processor::require_processor(&self.processor)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        if self.provider != DEFAULT_PROVIDER {
+            return Err(SubmitError::Invalid(format!(
+                "unknown provider '{}' (supported: openai)",
+                self.provider
+            )));
+        }
+        self.request_options()?;
+        if let Some(n) = self.max_issues {
+            if n < 1 {
+                return Err(SubmitError::Invalid(format!(
+                    "max_issues must be at least 1, got {n} (leave it out for no cap)"
+                )));
+            }
+        }
+        if let Some(n) = self.max_requests_per_job {
+            if !(1..=ai_batch_core::requests::MAX_REQUESTS_PER_BATCH as i64).contains(&n) {
+                return Err(SubmitError::Invalid(format!(
+                    "max_requests_per_job must be between 1 and {}, got {n}",
+                    ai_batch_core::requests::MAX_REQUESTS_PER_BATCH
+                )));
+            }
+        }
+        match &self.selection {
+            Selection::Sql(s) if s.trim().is_empty() => {
+                return Err(SubmitError::Invalid(
+                    "the selection SQL is empty (pass a SELECT with an id column)".into(),
+                ))
+            }
+            Selection::All
+                if self.org.is_none()
+                    && self.repo.is_none()
+                    && self.state.is_none()
+                    && !self.missing_analysis =>
+            {
+                return Err(SubmitError::Invalid(
+                    "no selection: pass a SQL text or a list of issue ids, or NULL with at least one filter \
+                     (org :=, repo :=, state :=, missing_analysis := true)"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn request_options(&self) -> Result<RequestOptions, SubmitError> {
+        let max_output_tokens = match self.max_output_tokens {
+            None => None,
+            Some(n) if n >= 1 && n <= u32::MAX as i64 => Some(n as u32),
+            Some(n) => {
+                return Err(SubmitError::Invalid(format!(
+                    "max_output_tokens must be a positive number of tokens, got {n}"
+                )))
+            }
+        };
+        let opts = RequestOptions {
+            model: self.model.clone(),
+            temperature: self.temperature,
+            max_output_tokens,
+        };
+        opts.validate()
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        Ok(opts)
+    }
+
+    /// What is kept in `batch_jobs.selection_query`.
+    fn selection_text(&self) -> String {
+        let mut s = match &self.selection {
+            Selection::Sql(q) => q.clone(),
+            Selection::Ids(ids) => {
+                let shown: Vec<String> = ids.iter().take(1000).map(|i| i.to_string()).collect();
+                let more = if ids.len() > 1000 {
+                    format!(", ... ({} ids in all)", ids.len())
+                } else {
+                    String::new()
+                };
+                format!("ids: [{}{more}]", shown.join(", "))
+            }
+            Selection::All => "all issues".to_string(),
+        };
+        let filters: Vec<String> = [
+            ("org", &self.org),
+            ("repo", &self.repo),
+            ("state", &self.state),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} = '{v}'")))
+        .chain(
+            self.missing_analysis
+                .then(|| "missing_analysis".to_string()),
+        )
+        .chain(self.max_issues.map(|n| format!("max_issues = {n}")))
+        .collect();
+        if !filters.is_empty() {
+            s.push_str(&format!(" -- filters: {}", filters.join(", ")));
+        }
+        s
+    }
+}
+
+/// Why a submit failed. Messages say what failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("selection must be a single SELECT (or WITH / VALUES / FROM) query: {0}")]
+    BadSelection(String),
+    #[error("OPENAI_API_KEY is not set (export it in the environment of the process that runs DuckDB; it is never read from SQL)")]
+    MissingKey,
+    #[error("no issues table in this database (create it with sql/schema.sql and import issues with sql/import_issues.sql)")]
+    NoIssues,
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("database error: {0}")]
+    Db(#[from] duckdb::Error),
+    #[error("could not build the requests: {0}")]
+    Build(String),
+    #[error("could not write the request file: {0}")]
+    Spool(String),
+    #[error("{0}")]
+    Provider(#[from] OpenAiError),
+    #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+}
+
+/// How the selection broke down.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelectionSummary {
+    /// Distinct non-NULL ids the selection produced.
+    pub selected: i64,
+    /// Ids that are not in `issues`.
+    pub unknown_ids: i64,
+    /// Some of the unknown ids, for the message.
+    pub unknown_sample: Vec<i64>,
+    /// Known ids that the filters (org, repo, state) left out.
+    pub filtered_out: i64,
+    /// Skipped: this processor already analysed them (and `reprocess` is off).
+    pub skipped_analysed: i64,
+    /// Skipped: an item of this processor is still pending in another job.
+    pub skipped_active: i64,
+    /// Left for later by `max_issues`.
+    pub over_max: i64,
+    /// Taken into jobs.
+    pub to_submit: i64,
+}
+
+impl SelectionSummary {
+    /// Everything selected but not submitted.
+    pub fn skipped(&self) -> i64 {
+        self.unknown_ids + self.skipped_analysed + self.skipped_active + self.over_max
+    }
+
+    /// A sentence for the user.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.skipped_analysed > 0 {
+            parts.push(format!(
+                "{} already analysed (reprocess := true to redo)",
+                self.skipped_analysed
+            ));
+        }
+        if self.skipped_active > 0 {
+            parts.push(format!("{} in a job still running", self.skipped_active));
+        }
+        if self.unknown_ids > 0 {
+            let sample: Vec<String> = self.unknown_sample.iter().map(|i| i.to_string()).collect();
+            parts.push(format!(
+                "{} not in issues (e.g. {})",
+                self.unknown_ids,
+                sample.join(", ")
+            ));
+        }
+        if self.over_max > 0 {
+            parts.push(format!("{} over max_issues", self.over_max));
+        }
+        if self.filtered_out > 0 {
+            parts.push(format!("{} excluded by the filters", self.filtered_out));
+        }
+        let head = format!("{} selected, {} to submit", self.selected, self.to_submit);
+        if parts.is_empty() {
+            head
+        } else {
+            format!("{head}; skipped: {}", parts.join("; "))
+        }
+    }
+}
+
+/// One job created (or, for a dry run, that would be created).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    pub job_id: Option<String>,
+    pub status: String,
+    pub submitted: i64,
+    pub estimated_input_tokens: i64,
+    pub estimated_output_tokens: i64,
+    pub cost_estimate: Option<f64>,
+    pub provider_batch_id: Option<String>,
+    pub message: String,
+}
+
+/// The result of one submit: the selection summary and one outcome per job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmitResult {
+    pub summary: SelectionSummary,
+    pub jobs: Vec<JobOutcome>,
+}
+
+/// Runs a submit: see the module docs for the order of steps.
+pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, SubmitError> {
+    req.validate()?;
+    let proc_ = processor::require_processor(&req.processor)
+        .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+    let opts = req.request_options()?;
+    // The key and the base URL are checked before anything is written.
+    let client = if req.dry_run {
+        None
+    } else {
+        Some(make_client(req)?)
+    };
+
+    let conn = rt.lease()?;
+    let conn: &Connection = &conn;
+    if !store::table_exists(conn, "issues")? {
+        return Err(SubmitError::NoIssues);
+    }
+    let tracked = if req.dry_run {
+        store::owned_tables_present(conn)? == store::OWNED_TABLES.len()
+    } else {
+        store::ensure_schema(conn)?;
+        true
+    };
+
+    load_selection(conn, req)?;
+
+    // From here until the jobs are committed, no other submit of this database runs.
+    let guard = if req.dry_run {
+        None
+    } else {
+        Some(rt.write_lock.lock().unwrap_or_else(|e| e.into_inner()))
+    };
+    let summary = classify(conn, req, tracked)?;
+    if summary.to_submit == 0 {
+        drop_temp(conn);
+        return Ok(SubmitResult {
+            jobs: vec![JobOutcome {
+                job_id: None,
+                status: "nothing_to_submit".into(),
+                submitted: 0,
+                estimated_input_tokens: 0,
+                estimated_output_tokens: 0,
+                cost_estimate: Some(0.0),
+                provider_batch_id: None,
+                message: format!("nothing to submit: {}", summary.describe()),
+            }],
+            summary,
+        });
+    }
+
+    let issues = read_issues(conn)?;
+    let prices = price_table(conn)?;
+    let history_avg = if tracked {
+        output_history_average(conn, &req.processor, &req.model)?
+    } else {
+        None
+    };
+    let estimate = cost::estimate_job(proc_, &req.model, &issues, &prices, history_avg)
+        .map_err(|e| SubmitError::Build(e.to_string()))?;
+    let tokens_by_issue: std::collections::HashMap<i64, u64> = issues
+        .iter()
+        .map(|i| i.id)
+        .zip(estimate.input_tokens_per_issue.iter().copied())
+        .collect();
+    let out_each = estimate.output_tokens_per_issue;
+    let price = estimate.price.clone();
+
+    let shards = build_shards(proc_, &opts, &issues, req)?;
+    drop(issues);
+
+    let mut planned: Vec<PlannedJob> = Vec::with_capacity(shards.len());
+    for shard in shards {
+        let input: u64 = shard
+            .issue_ids
+            .iter()
+            .map(|id| tokens_by_issue.get(id).copied().unwrap_or(0))
+            .sum();
+        let output = out_each * shard.issue_ids.len() as u64;
+        let cost_estimate = price
+            .as_ref()
+            .map(|p| cost::estimate_cost(input, output, p));
+        planned.push(PlannedJob {
+            shard,
+            input_tokens: input,
+            output_tokens: output,
+            cost_estimate,
+        });
+    }
+
+    let note = estimate.note.clone();
+    if req.dry_run {
+        drop_temp(conn);
+        let jobs = planned
+            .into_iter()
+            .map(|p| JobOutcome {
+                job_id: None,
+                status: "dry_run".into(),
+                submitted: p.shard.issue_ids.len() as i64,
+                estimated_input_tokens: p.input_tokens as i64,
+                estimated_output_tokens: p.output_tokens as i64,
+                cost_estimate: p.cost_estimate,
+                provider_batch_id: None,
+                message: with_note(
+                    format!("dry run, nothing written or sent: {}", summary.describe()),
+                    &note,
+                ),
+            })
+            .collect();
+        return Ok(SubmitResult { summary, jobs });
+    }
+
+    // Spool the files, then commit jobs + items before any network call.
+    let spool = spool_dir()?;
+    let mut files = Vec::with_capacity(planned.len());
+    for p in &planned {
+        let path = spool.join(format!("{}.jsonl", p.shard.job_id));
+        std::fs::write(&path, &p.shard.jsonl)
+            .map_err(|e| SubmitError::Spool(format!("{}: {e}", path.display())))?;
+        files.push(path);
+    }
+    let job_rows = record_jobs(conn, req, proc_, &planned, &tokens_by_issue, &summary)?;
+    drop_temp(conn);
+    drop(guard);
+
+    // Network: one job at a time.
+    let Some(client) = client else {
+        return Err(SubmitError::MissingKey);
+    };
+    let mut outcomes = Vec::with_capacity(planned.len());
+    let mut earlier_failure: Option<String> = None;
+    for ((p, path), job_pk) in planned.iter().zip(files.iter()).zip(job_rows) {
+        let job_id = &p.shard.job_id;
+        let base = JobOutcome {
+            job_id: Some(job_id.clone()),
+            status: String::new(),
+            submitted: p.shard.issue_ids.len() as i64,
+            estimated_input_tokens: p.input_tokens as i64,
+            estimated_output_tokens: p.output_tokens as i64,
+            cost_estimate: p.cost_estimate,
+            provider_batch_id: None,
+            message: String::new(),
+        };
+        if let Some(prev) = &earlier_failure {
+            let msg = format!("not sent because an earlier job of this submit failed ({prev}); batch_retry('{job_id}') sends it again");
+            store::fail_job(conn, job_pk, "not_sent", &msg)?;
+            outcomes.push(JobOutcome {
+                status: "failed".into(),
+                message: msg,
+                ..base
+            });
+            continue;
+        }
+        let outcome = send_job(conn, &client, job_pk, job_id, path);
+        let _ = std::fs::remove_file(path);
+        match outcome {
+            Ok((status, batch_id)) => outcomes.push(JobOutcome {
+                status,
+                provider_batch_id: Some(batch_id),
+                message: with_note(format!("submitted; {}", summary.describe()), &note),
+                ..base
+            }),
+            Err((status, msg)) => {
+                earlier_failure = Some(msg.clone());
+                outcomes.push(JobOutcome {
+                    status,
+                    message: msg,
+                    ..base
+                });
+            }
+        }
+    }
+    Ok(SubmitResult {
+        summary,
+        jobs: outcomes,
+    })
+}
+
+fn with_note(msg: String, note: &Option<String>) -> String {
+    match note {
+        Some(n) => format!("{msg} (estimate: {n})"),
+        None => msg,
+    }
+}
+
+struct PlannedJob {
+    shard: Shard,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_estimate: Option<f64>,
+}
+
+fn make_client(req: &SubmitRequest) -> Result<OpenAiClient, SubmitError> {
+    let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
+    if key.trim().is_empty() {
+        return Err(SubmitError::MissingKey);
+    }
+    let base = req
+        .base_url
+        .clone()
+        .or_else(|| {
+            std::env::var("OPENAI_BASE_URL")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    Ok(OpenAiClient::new(&base, key, ClientOptions::default())?)
+}
+
+/// The base URL a request will use (recorded with the job).
+pub fn effective_base_url(req: &SubmitRequest) -> String {
+    req.base_url
+        .clone()
+        .or_else(|| {
+            std::env::var("OPENAI_BASE_URL")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
+}
+
+/// Checks the selection SQL with DuckDB's own parser: exactly one statement, and a
+/// SELECT (which covers WITH, VALUES and FROM-first queries).
+fn check_selection_sql(conn: &Connection, sql: &str) -> Result<(), SubmitError> {
+    let json: String =
+        conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", params![sql], |r| {
+            r.get(0)
+        })?;
+    let v: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| SubmitError::BadSelection(format!("could not check it: {e}")))?;
+    if v.get("error").and_then(|e| e.as_bool()) == Some(true) {
+        let kind = v.get("error_type").and_then(|e| e.as_str()).unwrap_or("");
+        let msg = v
+            .get("error_message")
+            .and_then(|e| e.as_str())
+            .unwrap_or("")
+            .to_string();
+        return Err(SubmitError::BadSelection(if kind == "parser" {
+            format!("invalid SQL: {msg}")
+        } else {
+            "it is not a read-only query (INSERT, UPDATE, DELETE, CREATE, ATTACH, COPY, PRAGMA, SET, ... are refused)".to_string()
+        }));
+    }
+    let n = v
+        .get("statements")
+        .and_then(|s| s.as_array())
+        .map(|a| a.len())
+        .unwrap_or(0);
+    if n != 1 {
+        return Err(SubmitError::BadSelection(format!(
+            "found {n} statements, expected exactly one"
+        )));
+    }
+    Ok(())
+}
+
+/// Fills the temp table `ai_batch_sel_raw(id)` from the selection.
+fn load_selection(conn: &Connection, req: &SubmitRequest) -> Result<(), SubmitError> {
+    // Check the SQL before touching anything.
+    if let Selection::Sql(sql) = &req.selection {
+        check_selection_sql(conn, sql)?;
+    }
+    conn.execute_batch("CREATE OR REPLACE TEMP TABLE ai_batch_sel_raw (id BIGINT)")?;
+    match &req.selection {
+        Selection::Sql(sql) => {
+            let mut stmt = conn.prepare(sql).map_err(|e| {
+                SubmitError::BadSelection(format!("DuckDB could not prepare it: {e}"))
+            })?;
+            let mut rows = stmt
+                .query([])
+                .map_err(|e| SubmitError::BadSelection(format!("DuckDB could not run it: {e}")))?;
+            let idx = rows
+                .as_ref()
+                .and_then(|s| s.column_index("id").ok())
+                .ok_or_else(|| {
+                    SubmitError::BadSelection(
+                        "it has no column named id (select the issue ids as id, e.g. SELECT id FROM issues WHERE ...)".into(),
+                    )
+                })?;
+            let mut app = conn.appender("ai_batch_sel_raw")?;
+            while let Some(row) = rows.next()? {
+                let id: Option<i64> = row.get(idx).map_err(|e| {
+                    SubmitError::BadSelection(format!(
+                        "its id column must hold integer issue ids ({e})"
+                    ))
+                })?;
+                app.append_row(params![id])?;
+            }
+            app.flush()?;
+        }
+        Selection::Ids(ids) => {
+            let mut app = conn.appender("ai_batch_sel_raw")?;
+            for id in ids {
+                app.append_row(params![id])?;
+            }
+            app.flush()?;
+        }
+        Selection::All => {
+            conn.execute_batch("INSERT INTO ai_batch_sel_raw SELECT id FROM issues")?;
+        }
+    }
+    Ok(())
+}
+
+/// Classifies the selected ids and fills `ai_batch_todo(id)` with what to submit.
+fn classify(
+    conn: &Connection,
+    req: &SubmitRequest,
+    tracked: bool,
+) -> Result<SelectionSummary, SubmitError> {
+    let (analysed, active) = if tracked {
+        (
+            "EXISTS (SELECT 1 FROM ai_analyses a WHERE a.issue_id = r.id AND a.processor = $4)",
+            "EXISTS (SELECT 1 FROM batch_items b JOIN batch_jobs j ON j.id = b.batch_job_id \
+                     WHERE b.issue_id = r.id AND j.processor = $4 AND b.status = 'pending')",
+        )
+    } else {
+        // No tracking tables yet (dry run): nothing analysed, nothing active. $4 is
+        // still referenced so that the parameter count does not change.
+        ("($4::VARCHAR IS NULL)", "($4::VARCHAR IS NULL)")
+    };
+    let sql = format!(
+        "CREATE OR REPLACE TEMP TABLE ai_batch_sel AS \
+         WITH r AS (SELECT DISTINCT id FROM ai_batch_sel_raw WHERE id IS NOT NULL) \
+         SELECT r.id, i.id IS NULL AS unknown, \
+                (i.id IS NOT NULL AND ($1::VARCHAR IS NULL OR i.org = $1::VARCHAR) \
+                                  AND ($2::VARCHAR IS NULL OR i.repo = $2::VARCHAR) \
+                                  AND ($3::VARCHAR IS NULL OR i.state = $3::VARCHAR)) AS matches, \
+                {analysed} AS analysed, {active} AS active \
+         FROM r LEFT JOIN issues i ON i.id = r.id"
+    );
+    conn.execute(&sql, params![req.org, req.repo, req.state, req.processor])?;
+    // missing_analysis filters analysed issues out (not "skipped"); reprocess lets
+    // them through; an issue in an active job is never submitted twice.
+    let (skip_analysed, drop_analysed) = if req.missing_analysis {
+        (false, true)
+    } else {
+        (!req.reprocess, false)
+    };
+    let (selected, unknown, filtered_out, sk_analysed, sk_active, filtered_analysed, eligible): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = conn.query_row(
+        "SELECT count(*), \
+                count(*) FILTER (WHERE unknown), \
+                count(*) FILTER (WHERE NOT unknown AND NOT matches), \
+                count(*) FILTER (WHERE matches AND analysed AND $1 AND NOT active), \
+                count(*) FILTER (WHERE matches AND active), \
+                count(*) FILTER (WHERE matches AND analysed AND $2 AND NOT active), \
+                count(*) FILTER (WHERE matches AND NOT active AND NOT (analysed AND ($1 OR $2))) \
+         FROM ai_batch_sel",
+        params![skip_analysed, drop_analysed],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        },
+    )?;
+    let take = req.max_issues.map(|m| m.min(eligible)).unwrap_or(eligible);
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE ai_batch_todo AS \
+         SELECT id FROM ai_batch_sel \
+         WHERE matches AND NOT active AND NOT (analysed AND ($1 OR $2)) \
+         ORDER BY id LIMIT $3",
+        params![skip_analysed, drop_analysed, take],
+    )?;
+    let unknown_sample: Vec<i64> = {
+        let mut stmt =
+            conn.prepare("SELECT id FROM ai_batch_sel WHERE unknown ORDER BY id LIMIT 5")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    Ok(SelectionSummary {
+        selected,
+        unknown_ids: unknown,
+        unknown_sample,
+        filtered_out: filtered_out + filtered_analysed,
+        skipped_analysed: sk_analysed,
+        skipped_active: sk_active,
+        over_max: eligible - take,
+        to_submit: take,
+    })
+}
+
+fn drop_temp(conn: &Connection) {
+    let _ = conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.ai_batch_sel_raw; DROP TABLE IF EXISTS temp.ai_batch_sel; \
+         DROP TABLE IF EXISTS temp.ai_batch_todo;",
+    );
+}
+
+/// Reads the issues to submit, with their labels and comments, in id order.
+fn read_issues(conn: &Connection) -> Result<Vec<IssueInput>, SubmitError> {
+    let labels = if store::table_exists(conn, "labels")? {
+        "(SELECT to_json(list(l.name ORDER BY l.name))::VARCHAR FROM labels l WHERE l.issue_id = i.id)"
+    } else {
+        "NULL::VARCHAR"
+    };
+    let comments = if store::table_exists(conn, "comments")? {
+        "(SELECT to_json(list({'author': coalesce(c.author_login, ''), 'body': coalesce(c.body, '')} \
+                 ORDER BY c.position))::VARCHAR FROM comments c WHERE c.issue_id = i.id)"
+    } else {
+        "NULL::VARCHAR"
+    };
+    let sql = format!(
+        "SELECT i.id, coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0)::BIGINT, \
+                coalesce(i.title, ''), i.body, coalesce(i.state, ''), {labels}, {comments} \
+         FROM issues i JOIN ai_batch_todo t ON t.id = i.id ORDER BY i.id"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let labels: Option<String> = r.get(7)?;
+        let comments: Option<String> = r.get(8)?;
+        let labels: Vec<String> = match labels {
+            Some(j) => serde_json::from_str(&j).map_err(|e| SubmitError::Build(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let comments: Vec<CommentInput> = match comments {
+            Some(j) => serde_json::from_str(&j).map_err(|e| SubmitError::Build(e.to_string()))?,
+            None => Vec::new(),
+        };
+        out.push(IssueInput {
+            id: r.get(0)?,
+            org: r.get(1)?,
+            repo: r.get(2)?,
+            number: r.get(3)?,
+            title: r.get(4)?,
+            body: r.get(5)?,
+            state: r.get(6)?,
+            labels,
+            comments,
+        });
+    }
+    Ok(out)
+}
+
+/// The built-in batch prices, overridden by rows of a user table `ai_batch_prices(model,
+/// input_per_mtok, output_per_mtok)` when it exists.
+pub fn price_table(conn: &Connection) -> Result<PriceTable, SubmitError> {
+    let table = PriceTable::builtin();
+    if !store::table_exists(conn, "ai_batch_prices")? {
+        return Ok(table);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT model::VARCHAR, input_per_mtok::DOUBLE, output_per_mtok::DOUBLE FROM ai_batch_prices",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(ModelPrice {
+            model: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+            input_per_mtok: r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
+            output_per_mtok: r.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
+        })
+    })?;
+    let rows: Vec<ModelPrice> = rows.collect::<Result<_, _>>()?;
+    table
+        .with_overrides(rows)
+        .map_err(|e| SubmitError::Invalid(format!("ai_batch_prices: {e}")))
+}
+
+fn output_history_average(
+    conn: &Connection,
+    processor: &str,
+    model: &str,
+) -> Result<Option<f64>, SubmitError> {
+    let avg: Option<f64> = conn.query_row(
+        "SELECT CASE WHEN count(output_tokens) >= ? THEN avg(output_tokens) END \
+         FROM ai_analyses WHERE processor = ? AND model = ?",
+        params![MIN_HISTORY_FOR_OUTPUT_AVERAGE, processor, model],
+        |r| r.get(0),
+    )?;
+    Ok(avg)
+}
+
+/// A new human-usable job id: `job_YYYYMMDD_HHMMSS_xxxxxx`.
+pub fn new_job_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..6)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (y, mo, d, h, mi, s) = civil_from_unix(now);
+    format!("job_{y:04}{mo:02}{d:02}_{h:02}{mi:02}{s:02}_{suffix}")
+}
+
+/// UTC calendar fields of a Unix time (Howard Hinnant's days-from-civil inverse).
+fn civil_from_unix(t: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
+}
+
+fn build_shards(
+    proc_: &Processor,
+    opts: &RequestOptions,
+    issues: &[IssueInput],
+    req: &SubmitRequest,
+) -> Result<Vec<Shard>, SubmitError> {
+    let sharder = match req.max_requests_per_job {
+        Some(n) => Sharder::with_limits(n as usize, ai_batch_core::requests::DEFAULT_SHARD_BYTES),
+        None => Sharder::new(),
+    };
+    let mut w = ShardWriter::new(proc_, opts, sharder, new_job_id)
+        .map_err(|e| SubmitError::Build(e.to_string()))?;
+    let mut shards = Vec::new();
+    for issue in issues {
+        if let Some(done) = w
+            .push(issue)
+            .map_err(|e| SubmitError::Build(e.to_string()))?
+        {
+            shards.push(done);
+        }
+    }
+    if let Some(last) = w.finish() {
+        shards.push(last);
+    }
+    Ok(shards)
+}
+
+fn spool_dir() -> Result<PathBuf, SubmitError> {
+    let dir = std::env::var_os("AI_BATCH_SPOOL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ai_batch"));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| SubmitError::Spool(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Commits the jobs and their pending items in one transaction. Returns the jobs'
+/// primary keys, in order.
+fn record_jobs(
+    conn: &Connection,
+    req: &SubmitRequest,
+    proc_: &Processor,
+    planned: &[PlannedJob],
+    tokens_by_issue: &std::collections::HashMap<i64, u64>,
+    summary: &SelectionSummary,
+) -> Result<Vec<i64>, SubmitError> {
+    let options = serde_json::json!({
+        "temperature": req.temperature,
+        "max_output_tokens": req.max_output_tokens,
+        "reprocess": req.reprocess,
+        "max_issues": req.max_issues,
+    })
+    .to_string();
+    let selection = req.selection_text();
+    let base_url = effective_base_url(req);
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = (|| -> Result<Vec<i64>, SubmitError> {
+        let mut ids = Vec::with_capacity(planned.len());
+        for (n, p) in planned.iter().enumerate() {
+            // The selection-level skipped count is recorded on the first job only, so
+            // that summing skipped_count over jobs counts each issue once.
+            let skipped = if n == 0 { summary.skipped() } else { 0 };
+            let pk: i64 = conn.query_row(
+                "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
+                    issues_count, skipped_count, cost_estimate, estimated_input_tokens, \
+                    estimated_output_tokens, selection_query, options, base_url, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
+                params![
+                    p.shard.job_id,
+                    req.provider,
+                    proc_.name(),
+                    proc_.version(),
+                    req.model,
+                    p.shard.issue_ids.len() as i64,
+                    skipped,
+                    p.cost_estimate,
+                    p.input_tokens as i64,
+                    p.output_tokens as i64,
+                    selection,
+                    options,
+                    base_url,
+                ],
+                |r| r.get(0),
+            )?;
+            let mut app = conn.appender_with_columns(
+                "batch_items",
+                &[
+                    "batch_job_id",
+                    "issue_id",
+                    "custom_id",
+                    "status",
+                    "estimated_input_tokens",
+                ],
+            )?;
+            for id in &p.shard.issue_ids {
+                let tokens = tokens_by_issue.get(id).copied().unwrap_or(0) as i64;
+                app.append_row(params![
+                    pk,
+                    id,
+                    custom_id(&p.shard.job_id, *id),
+                    "pending",
+                    tokens
+                ])?;
+            }
+            app.flush()?;
+            ids.push(pk);
+        }
+        Ok(ids)
+    })();
+    match result {
+        Ok(ids) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(ids)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Uploads and creates one job's batch, recording each id as soon as it is known.
+/// Ok: (provider status, batch id). Err: (job status now, message).
+fn send_job(
+    conn: &Connection,
+    client: &OpenAiClient,
+    job_pk: i64,
+    job_id: &str,
+    path: &std::path::Path,
+) -> Result<(String, String), (String, String)> {
+    let db = |e: duckdb::Error| {
+        (
+            "created".to_string(),
+            format!(
+                "could not record progress in batch_jobs: {e} (run batch_refresh() to reconcile)"
+            ),
+        )
+    };
+    let file = match client.upload_batch_file(path, &format!("{job_id}.jsonl")) {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = format!(
+                "upload failed, no batch was created: {e} (fix the cause, then batch_retry('{job_id}'))"
+            );
+            store::fail_job(conn, job_pk, "upload_failed", &msg).map_err(db)?;
+            return Err(("failed".into(), msg));
+        }
+    };
+    store::job_uploaded(conn, job_pk, &file.id).map_err(db)?;
+    let mut metadata = BTreeMap::new();
+    metadata.insert(JOB_ID_METADATA_KEY.to_string(), job_id.to_string());
+    match client.create_batch(
+        &file.id,
+        CHAT_COMPLETIONS_ENDPOINT,
+        COMPLETION_WINDOW_24H,
+        &metadata,
+    ) {
+        Ok(batch) => {
+            let status = batch.status.to_string();
+            store::job_created(conn, job_pk, &batch.id, &status).map_err(db)?;
+            Ok((status, batch.id))
+        }
+        Err(e) if e.may_have_reached_provider() => {
+            let msg = format!(
+                "creating the batch may have reached OpenAI but no answer came back: {e} \
+                 (batch_refresh() looks the batch up by job id; nothing is sent twice)"
+            );
+            store::job_error(conn, job_pk, &msg).map_err(db)?;
+            Err(("uploaded".into(), msg))
+        }
+        Err(e) => {
+            let msg = format!(
+                "creating the batch failed, no batch was created: {e} (fix the cause, then batch_retry('{job_id}'))"
+            );
+            store::fail_job(conn, job_pk, "create_failed", &msg).map_err(db)?;
+            Err(("failed".into(), msg))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_unix(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(civil_from_unix(1_767_261_600), (2026, 1, 1, 10, 0, 0));
+        assert_eq!(civil_from_unix(951_782_400), (2000, 2, 29, 0, 0, 0));
+    }
+
+    #[test]
+    fn job_ids_are_valid_and_distinct() {
+        let a = new_job_id();
+        let b = new_job_id();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert!(id.starts_with("job_"));
+            ai_batch_core::requests::validate_job_id(id).unwrap();
+            assert!(ai_batch_core::requests::is_valid_custom_id(&custom_id(
+                id,
+                i64::MAX
+            )));
+        }
+    }
+
+    #[test]
+    fn validation_messages() {
+        let mut r = SubmitRequest::new("nope", Selection::Ids(vec![1]));
+        assert!(r.validate().unwrap_err().to_string().contains("nope"));
+        r.processor = "product-labeling".into();
+        r.validate().unwrap();
+        r.selection = Selection::All;
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("no selection"));
+        r.org = Some("acme".into());
+        r.validate().unwrap();
+        r.max_issues = Some(0);
+        assert!(r.validate().unwrap_err().to_string().contains("max_issues"));
+        r.max_issues = None;
+        r.temperature = Some(5.0);
+        assert!(r.validate().is_err());
+        r.temperature = None;
+        r.provider = "acme-ai".into();
+        assert!(r.validate().unwrap_err().to_string().contains("acme-ai"));
+    }
+
+    #[test]
+    fn summary_describes_skips() {
+        let s = SelectionSummary {
+            selected: 10,
+            unknown_ids: 2,
+            unknown_sample: vec![998, 999],
+            skipped_analysed: 3,
+            skipped_active: 1,
+            to_submit: 4,
+            ..Default::default()
+        };
+        let d = s.describe();
+        assert!(d.contains("10 selected, 4 to submit"), "{d}");
+        assert!(d.contains("3 already analysed"), "{d}");
+        assert!(d.contains("1 in a job still running"), "{d}");
+        assert!(d.contains("2 not in issues (e.g. 998, 999)"), "{d}");
+        assert_eq!(s.skipped(), 6);
+    }
+}

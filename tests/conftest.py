@@ -1,0 +1,58 @@
+"""Shared pytest fixtures: where the built extension is, and how to open a database with it."""
+
+import os
+import pathlib
+import shutil
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def extension_path() -> str:
+    p = os.environ.get("AI_BATCH_EXTENSION") or str(ROOT / "build/release/ai_batch.duckdb_extension")
+    return str(pathlib.Path(p).resolve())
+
+
+def duckdb_cli() -> str:
+    """The `duckdb` CLI from PyPI (duckdb-cli), next to this Python or on PATH."""
+    beside = pathlib.Path(sys.executable).parent / "duckdb"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("duckdb")
+    if not found:
+        pytest.skip("duckdb CLI not installed (make venv installs duckdb-cli)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def ext() -> str:
+    p = extension_path()
+    if not os.path.exists(p):
+        pytest.fail(f"extension not built: {p} (run make)")
+    return p
+
+
+@pytest.fixture
+def connect(ext, tmp_path):
+    """connect(path=None, **config) -> a duckdb connection with ai_batch loaded."""
+    import duckdb
+
+    opened = []
+
+    def _connect(path=None, read_only=False, load=True, **config):
+        path = str(path or (tmp_path / "test.duckdb"))
+        cfg = {"allow_unsigned_extensions": "true", **config}
+        con = duckdb.connect(path, read_only=read_only, config=cfg)
+        if load:
+            con.execute(f"LOAD '{ext}'")
+        opened.append(con)
+        return con
+
+    yield _connect
+    for con in opened:
+        try:
+            con.close()
+        except Exception:
+            pass
