@@ -30,6 +30,10 @@ fn init(conn: Connection) -> Result<(), Box<dyn std::error::Error>> {
     register::<sql::details::Details>(&conn, &rt)?;
     register::<sql::release::Release>(&conn, &rt)?;
     register::<sql::submit::Submit>(&conn, &rt)?;
+    conn.register_scalar_function_with_state::<sql::submit_scalar::SubmitScalar>(
+        sql::submit::NAME,
+        &rt,
+    )?;
     Ok(())
 }
 

@@ -169,7 +169,7 @@ def test_auto_release_off_and_explicit_release(ext, tmp_path):
             con.execute("SELECT * FROM batch_history()").fetchall()
             print("still works")
         except Exception as e:
-            print("ERR", e)
+            print("ERR", str(e).splitlines()[0])
         con.close()
         con = duckdb.connect({str(db)!r})  # same path again: must not hang
         print(con.execute("SELECT count(*) FROM batch_jobs").fetchone()[0])

@@ -21,7 +21,7 @@ pub mod history;
 pub mod release;
 // pub mod retry;
 pub mod submit;
-// pub mod submit_scalar;
+pub mod submit_scalar;
 
 /// The boxed error type the duckdb-rs callbacks expect.
 pub type BoxError = Box<dyn std::error::Error>;
@@ -56,7 +56,7 @@ pub enum ColType {
 }
 
 impl ColType {
-    fn logical(self) -> LogicalTypeHandle {
+    pub(crate) fn logical(self) -> LogicalTypeHandle {
         match self {
             ColType::Varchar => LogicalTypeHandle::from(LogicalTypeId::Varchar),
             ColType::BigInt => LogicalTypeHandle::from(LogicalTypeId::Bigint),
@@ -231,7 +231,12 @@ impl<T: SqlTable> VTab for Table<T> {
     }
 }
 
-fn write_cell(v: &mut duckdb::core::FlatVector<'_>, row: usize, ty: ColType, cell: &Cell) {
+pub(crate) fn write_cell(
+    v: &mut duckdb::core::FlatVector<'_>,
+    row: usize,
+    ty: ColType,
+    cell: &Cell,
+) {
     // SAFETY (all `as_mut_slice` calls): the vector was created by DuckDB for this
     // column type, with capacity >= 2048 rows, and `row < 2048`.
     match (ty, cell) {
