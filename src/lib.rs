@@ -3,6 +3,7 @@
 //!
 //! This file is the entrypoint and registration only. See `docs/ARCHITECTURE.md`.
 
+pub mod profile;
 pub mod runtime;
 pub mod sql;
 pub mod store;

@@ -332,7 +332,9 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         true
     };
 
+    let mut prof = crate::profile::Profiler::new("submit");
     load_selection(conn, req)?;
+    prof.mark("selection", 0);
 
     // From here until the jobs are committed, no other submit of this database runs.
     let guard = if req.dry_run {
@@ -341,6 +343,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         Some(rt.write_lock.lock().unwrap_or_else(|e| e.into_inner()))
     };
     let summary = classify(conn, req, tracked)?;
+    prof.mark("skip_check", summary.selected as u64);
     if summary.to_submit == 0 {
         drop_temp(conn);
         return Ok(SubmitResult {
@@ -359,6 +362,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     }
 
     let issues = read_issues(conn)?;
+    prof.mark("read_issues", issues.len() as u64);
     let prices = price_table(conn)?;
     let history_avg = if tracked {
         output_history_average(conn, &req.processor, &req.model)?
@@ -367,6 +371,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     };
     let estimate = cost::estimate_job(proc_, &req.model, &issues, &prices, history_avg)
         .map_err(|e| SubmitError::Build(e.to_string()))?;
+    prof.mark("count_tokens", issues.len() as u64);
     let tokens_by_issue: std::collections::HashMap<i64, u64> = issues
         .iter()
         .map(|i| i.id)
@@ -376,6 +381,10 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     let price = estimate.price.clone();
 
     let shards = build_shards(proc_, &opts, &issues, req)?;
+    prof.mark(
+        "build_jsonl",
+        shards.iter().map(|s| s.jsonl.len() as u64).sum(),
+    );
     drop(issues);
 
     let mut planned: Vec<PlannedJob> = Vec::with_capacity(shards.len());
@@ -428,7 +437,9 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             .map_err(|e| SubmitError::Spool(format!("{}: {e}", path.display())))?;
         files.push(path);
     }
+    prof.mark("spool", planned.len() as u64);
     let job_rows = record_jobs(conn, req, proc_, &planned, &tokens_by_issue, &summary)?;
+    prof.mark("record_items", summary.to_submit as u64);
     drop_temp(conn);
     drop(guard);
 
@@ -479,6 +490,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             }
         }
     }
+    prof.mark("upload_create", outcomes.len() as u64);
     Ok(SubmitResult {
         summary,
         jobs: outcomes,
