@@ -4,6 +4,8 @@
 //! This file is the entrypoint and registration only. See `docs/ARCHITECTURE.md`.
 
 pub mod profile;
+pub mod refresh;
+pub mod retry;
 pub mod runtime;
 pub mod sql;
 pub mod store;
@@ -31,6 +33,9 @@ fn init(conn: Connection) -> Result<(), Box<dyn std::error::Error>> {
     register::<sql::details::Details>(&conn, &rt)?;
     register::<sql::release::Release>(&conn, &rt)?;
     register::<sql::submit::Submit>(&conn, &rt)?;
+    register::<sql::refresh::Refresh>(&conn, &rt)?;
+    register::<sql::cancel::Cancel>(&conn, &rt)?;
+    register::<sql::retry::Retry>(&conn, &rt)?;
     conn.register_scalar_function_with_state::<sql::submit_scalar::SubmitScalar>(
         sql::submit::NAME,
         &rt,

@@ -118,10 +118,47 @@ pub fn is_read_only(conn: &Connection) -> Result<bool, duckdb::Error> {
     )
 }
 
-/// Creates the tracking tables if any is missing. Cheap when they all exist.
+/// The readable view of product-labeling results: one row per issue and recommended
+/// label (the latest analysis of each issue), no JSON functions needed to read it.
+/// Created once the `issues` table exists (it joins it).
+pub const PRODUCT_LABELS_VIEW: &str = r#"
+CREATE VIEW IF NOT EXISTS product_labels AS
+SELECT i.org || '/' || i.repo || '#' || i.number AS issue,
+       i.id AS issue_id, i.org, i.repo, i.number, i.title,
+       rec.label, rec.reasoning,
+       TRY_CAST(a.result->>'confidence' AS DOUBLE) AS confidence,
+       a.result->>'summary' AS summary,
+       a.model, a.processor_version, j.job_id, a.created_at AS analysed_at
+FROM (SELECT * FROM ai_analyses WHERE processor = 'product-labeling'
+      QUALIFY row_number() OVER (PARTITION BY issue_id ORDER BY created_at DESC, id DESC) = 1) a
+JOIN issues i ON i.id = a.issue_id
+LEFT JOIN batch_jobs j ON j.id = a.batch_job_id
+CROSS JOIN UNNEST(from_json(a.result->'recommended_labels',
+                            '[{"label":"VARCHAR","reasoning":"VARCHAR"}]')) AS u(rec)
+"#;
+
+/// Creates the result views when the tables they join exist.
+fn ensure_views(conn: &Connection) -> Result<(), StoreError> {
+    if table_exists(conn, "product_labels")? || !table_exists(conn, "issues")? {
+        return Ok(());
+    }
+    if is_read_only(conn)? {
+        return Ok(());
+    }
+    if let Err(e) = conn.execute_batch(PRODUCT_LABELS_VIEW) {
+        // A concurrent creator wins; anything else is reported.
+        if !table_exists(conn, "product_labels")? {
+            return Err(StoreError::Create(e.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the tracking tables if any is missing, and the result views. Cheap when
+/// they all exist.
 pub fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
     if owned_tables_present(conn)? == OWNED_TABLES.len() {
-        return Ok(());
+        return ensure_views(conn);
     }
     if is_read_only(conn)? {
         return Err(StoreError::ReadOnlyWithoutTables);
@@ -131,11 +168,11 @@ pub fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
     for attempt in 0..3 {
         let r = conn.execute_batch(&format!("BEGIN; {SCHEMA_DDL} COMMIT;"));
         match r {
-            Ok(()) => return Ok(()),
+            Ok(()) => return ensure_views(conn),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 if owned_tables_present(conn)? == OWNED_TABLES.len() {
-                    return Ok(());
+                    return ensure_views(conn);
                 }
                 if attempt == 2 {
                     return Err(StoreError::Create(e.to_string()));
@@ -365,6 +402,152 @@ pub fn fail_job(
     })();
     match r {
         Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Records a polled provider status and the result file ids.
+pub fn job_polled(
+    conn: &Connection,
+    job_pk: i64,
+    status: &str,
+    output_file_id: Option<&str>,
+    error_file_id: Option<&str>,
+) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET status = ?, output_file_id = coalesce(?, output_file_id), \
+                error_file_id = coalesce(?, error_file_id), updated_at = current_timestamp \
+         WHERE id = ?",
+        params![status, output_file_id, error_file_id, job_pk],
+    )?;
+    Ok(())
+}
+
+/// Marks a job as collected (nothing more will come for it).
+pub fn mark_collected(conn: &Connection, job_pk: i64) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET collected_at = current_timestamp WHERE id = ?",
+        params![job_pk],
+    )?;
+    Ok(())
+}
+
+/// Cancels a job that never reached the provider, and its pending items.
+pub fn cancel_local_job(conn: &Connection, job_pk: i64, message: &str) -> duckdb::Result<()> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let r = (|| {
+        conn.execute(
+            "UPDATE batch_items SET status = 'cancelled', error_code = 'cancelled', error_message = ?, \
+                    updated_at = current_timestamp WHERE batch_job_id = ? AND status = 'pending'",
+            params![message, job_pk],
+        )?;
+        conn.execute(
+            "UPDATE batch_jobs SET status = 'cancelled', error_message = ?, failed_count = issues_count, \
+                    completed_at = current_timestamp, collected_at = current_timestamp, \
+                    updated_at = current_timestamp WHERE id = ?",
+            params![message, job_pk],
+        )?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// What applying a job's results changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplyCounts {
+    /// Items moved out of `pending` by a result line.
+    pub applied: i64,
+    /// Result lines whose custom id is not an item of this job.
+    pub unknown: i64,
+}
+
+/// Applies the staged results (temp table `ai_batch_results`) of a terminal job in
+/// one transaction: analyses for completed items, a final state for every pending
+/// item (items no line mentions get `leftover`), counts, tokens, actual cost,
+/// `collected_at`. A job already collected is left untouched (idempotent).
+pub fn apply_results(
+    conn: &Connection,
+    job_pk: i64,
+    processor: &str,
+    processor_version: &str,
+    model: &str,
+    leftover: (&str, &str, &str),
+    job_error: Option<&str>,
+) -> duckdb::Result<ApplyCounts> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let r = (|| {
+        let collected: bool = conn.query_row(
+            "SELECT collected_at IS NOT NULL FROM batch_jobs WHERE id = ?",
+            params![job_pk],
+            |r| r.get(0),
+        )?;
+        if collected {
+            return Ok(ApplyCounts::default());
+        }
+        let unknown: i64 = conn.query_row(
+            "SELECT count(DISTINCT r.custom_id) FROM ai_batch_results r WHERE NOT EXISTS \
+             (SELECT 1 FROM batch_items b WHERE b.batch_job_id = ? AND b.custom_id = r.custom_id)",
+            params![job_pk],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "INSERT INTO ai_analyses (issue_id, processor, processor_version, model, batch_job_id, \
+                    batch_item_id, result, input_tokens, output_tokens, cost) \
+             SELECT b.issue_id, ?, ?, ?, b.batch_job_id, b.id, r.result::JSON, r.input_tokens, \
+                    r.output_tokens, r.cost \
+             FROM ai_batch_results r JOIN batch_items b \
+               ON b.custom_id = r.custom_id AND b.batch_job_id = ? \
+             WHERE b.status = 'pending' AND r.status = 'completed'",
+            params![processor, processor_version, model, job_pk],
+        )?;
+        let applied = conn.execute(
+            "UPDATE batch_items SET status = r.status, error_code = r.error_code, \
+                    error_message = r.error_message, input_tokens = r.input_tokens, \
+                    output_tokens = r.output_tokens, cost = r.cost, updated_at = current_timestamp \
+             FROM ai_batch_results r \
+             WHERE batch_items.batch_job_id = ? AND batch_items.custom_id = r.custom_id \
+               AND batch_items.status = 'pending'",
+            params![job_pk],
+        )? as i64;
+        let (status, code, message) = leftover;
+        conn.execute(
+            "UPDATE batch_items SET status = ?, error_code = ?, error_message = ?, \
+                    updated_at = current_timestamp \
+             WHERE batch_job_id = ? AND status = 'pending'",
+            params![status, code, message, job_pk],
+        )?;
+        conn.execute(
+            "UPDATE batch_jobs SET \
+                completed_count = s.completed, failed_count = s.not_completed, \
+                input_tokens = s.input_tokens, output_tokens = s.output_tokens, \
+                actual_cost = round(s.cost, 4), error_message = coalesce(?, error_message), \
+                collected_at = current_timestamp, completed_at = coalesce(completed_at, current_timestamp), \
+                updated_at = current_timestamp \
+             FROM (SELECT count(*) FILTER (WHERE status = 'completed') AS completed, \
+                          count(*) FILTER (WHERE status NOT IN ('completed', 'pending')) AS not_completed, \
+                          coalesce(sum(input_tokens), 0) AS input_tokens, \
+                          coalesce(sum(output_tokens), 0) AS output_tokens, \
+                          coalesce(sum(cost), 0) AS cost \
+                   FROM batch_items WHERE batch_job_id = ?) s \
+             WHERE batch_jobs.id = ?",
+            params![job_error, job_pk, job_pk],
+        )?;
+        Ok(ApplyCounts { applied, unknown })
+    })();
+    match r {
+        Ok(c) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(c)
+        }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)

@@ -107,6 +107,16 @@ impl SubmitRequest {
             )));
         }
         self.request_options()?;
+        if let Some(url) = &self.base_url {
+            // Checked here too (not only when the client is built) so that a dry run
+            // and the bind of EXPLAIN / DESCRIBE report it. The URL itself is not
+            // echoed: whatever was pasted into it stays out of error messages.
+            ai_batch_core::http::validate_base_url(url).map_err(|reason| {
+                SubmitError::Invalid(format!(
+                    "invalid base_url: {reason} (pass e.g. 'https://api.openai.com/v1'; plain http:// only for 127.0.0.1, localhost or [::1])"
+                ))
+            })?;
+        }
         if let Some(n) = self.max_issues {
             if n < 1 {
                 return Err(SubmitError::Invalid(format!(
@@ -325,16 +335,17 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     if !store::table_exists(conn, "issues")? {
         return Err(SubmitError::NoIssues);
     }
+    let mut prof = crate::profile::Profiler::new("submit");
+    // The selection is checked and resolved before the tracking tables are even
+    // created: a bad selection leaves the database as it was.
+    load_selection(conn, req)?;
+    prof.mark("selection", 0);
     let tracked = if req.dry_run {
         store::owned_tables_present(conn)? == store::OWNED_TABLES.len()
     } else {
         store::ensure_schema(conn)?;
         true
     };
-
-    let mut prof = crate::profile::Profiler::new("submit");
-    load_selection(conn, req)?;
-    prof.mark("selection", 0);
 
     // From here until the jobs are committed, no other submit of this database runs.
     let guard = if req.dry_run {
@@ -575,6 +586,71 @@ fn check_selection_sql(conn: &Connection, sql: &str) -> Result<(), SubmitError> 
     Ok(())
 }
 
+/// True for the integer types an `id` column may have.
+fn is_integer_type(t: duckdb::core::LogicalTypeId) -> bool {
+    use duckdb::core::LogicalTypeId::*;
+    matches!(
+        t,
+        Tinyint | Smallint | Integer | Bigint | UTinyint | USmallint | UInteger | UBigint | Hugeint
+    )
+}
+
+/// Maps an error of running the selection to a message for the user.
+fn selection_run_error(what: &str, e: duckdb::Error) -> SubmitError {
+    let msg = e.to_string();
+    if msg.contains("read-only mode") {
+        SubmitError::BadSelection(format!(
+            "it is not a read-only query, it tries to write ({msg})"
+        ))
+    } else {
+        SubmitError::BadSelection(format!("DuckDB could not {what} it: {msg}"))
+    }
+}
+
+/// Runs the selection SQL inside a READ ONLY transaction (so DuckDB itself refuses
+/// any write hidden in it: a data-modifying CTE, `nextval`, ...) and returns its
+/// `id` column. The ids are few (8 bytes each), so they are collected before the
+/// transaction ends; the temp table is filled afterwards.
+fn run_selection_sql(conn: &Connection, sql: &str) -> Result<Vec<Option<i64>>, SubmitError> {
+    conn.execute_batch("BEGIN TRANSACTION READ ONLY")?;
+    let result = (|| -> Result<Vec<Option<i64>>, SubmitError> {
+        let mut stmt = conn
+            .prepare(sql)
+            .map_err(|e| selection_run_error("prepare", e))?;
+        let mut rows = stmt.query([]).map_err(|e| selection_run_error("run", e))?;
+        let (idx, ty) = rows
+            .as_ref()
+            .and_then(|s| {
+                s.column_index("id")
+                    .ok()
+                    .map(|i| (i, s.column_logical_type(i).id()))
+            })
+            .ok_or_else(|| {
+                SubmitError::BadSelection(
+                    "it has no column named id (select the issue ids as id, e.g. SELECT id FROM issues WHERE ...)".into(),
+                )
+            })?;
+        if !is_integer_type(ty) && ty != duckdb::core::LogicalTypeId::SqlNull {
+            return Err(SubmitError::BadSelection(format!(
+                "its id column must hold integer issue ids, not {} (select issues.id, or CAST(... AS BIGINT) AS id)",
+                format!("{ty:?}").to_uppercase()
+            )));
+        }
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| selection_run_error("run", e))? {
+            let id: Option<i64> = row.get(idx).map_err(|e| {
+                SubmitError::BadSelection(format!(
+                    "its id column must hold integer issue ids that fit in a BIGINT ({e})"
+                ))
+            })?;
+            ids.push(id);
+        }
+        Ok(ids)
+    })();
+    let _ = conn.execute_batch("ROLLBACK");
+    result
+}
+
 /// Fills the temp table `ai_batch_sel_raw(id)` from the selection.
 fn load_selection(conn: &Connection, req: &SubmitRequest) -> Result<(), SubmitError> {
     // Check the SQL before touching anything.
@@ -584,27 +660,9 @@ fn load_selection(conn: &Connection, req: &SubmitRequest) -> Result<(), SubmitEr
     conn.execute_batch("CREATE OR REPLACE TEMP TABLE ai_batch_sel_raw (id BIGINT)")?;
     match &req.selection {
         Selection::Sql(sql) => {
-            let mut stmt = conn.prepare(sql).map_err(|e| {
-                SubmitError::BadSelection(format!("DuckDB could not prepare it: {e}"))
-            })?;
-            let mut rows = stmt
-                .query([])
-                .map_err(|e| SubmitError::BadSelection(format!("DuckDB could not run it: {e}")))?;
-            let idx = rows
-                .as_ref()
-                .and_then(|s| s.column_index("id").ok())
-                .ok_or_else(|| {
-                    SubmitError::BadSelection(
-                        "it has no column named id (select the issue ids as id, e.g. SELECT id FROM issues WHERE ...)".into(),
-                    )
-                })?;
+            let ids = run_selection_sql(conn, sql)?;
             let mut app = conn.appender("ai_batch_sel_raw")?;
-            while let Some(row) = rows.next()? {
-                let id: Option<i64> = row.get(idx).map_err(|e| {
-                    SubmitError::BadSelection(format!(
-                        "its id column must hold integer issue ids ({e})"
-                    ))
-                })?;
+            for id in ids {
                 app.append_row(params![id])?;
             }
             app.flush()?;

@@ -8,3 +8,4 @@ pub mod http;
 pub mod openai;
 pub mod processor;
 pub mod requests;
+pub mod results;

@@ -14,12 +14,12 @@ use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
 
 use crate::runtime::Runtime;
 
-// pub mod cancel;
+pub mod cancel;
 pub mod details;
 pub mod history;
-// pub mod refresh;
+pub mod refresh;
 pub mod release;
-// pub mod retry;
+pub mod retry;
 pub mod submit;
 pub mod submit_scalar;
 

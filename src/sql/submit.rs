@@ -103,11 +103,19 @@ fn is_integer(t: LogicalTypeId) -> bool {
 }
 
 /// Turns the selection argument into a [`Selection`].
+///
+/// Only an untyped NULL (the literal `NULL`) means "no explicit selection". A typed
+/// NULL is an empty selection: `getvariable('ids')` after
+/// `SET VARIABLE ids = (SELECT list(id) ... WHERE <nothing matches>)` is a NULL
+/// `BIGINT[]`, and must select nothing rather than every issue the filters allow.
 pub fn selection_from_value(v: &Value) -> Result<Selection, SqlError> {
-    if v.is_null() {
-        return Ok(Selection::All);
-    }
     let t = v.logical_type_id();
+    if v.is_null() {
+        return Ok(match t {
+            LogicalTypeId::SqlNull => Selection::All,
+            _ => Selection::Ids(Vec::new()),
+        });
+    }
     match t {
         LogicalTypeId::Varchar => Ok(Selection::Sql(value_text(v).unwrap_or_default())),
         LogicalTypeId::List => {

@@ -266,11 +266,18 @@ fn read_options(input: &DataChunkHandle, row: usize) -> Result<Vec<(String, Opt)
 }
 
 /// Reads row `row`'s selection from the second column.
+///
+/// A NULL of a typed column is an empty selection, not "every issue": the
+/// subquery `(SELECT list(id) FROM issues WHERE <nothing matches>)` is a NULL
+/// `BIGINT[]`, and with filter options it must not turn into "all issues of the org".
 fn read_selection(input: &DataChunkHandle, row: usize) -> Result<Selection, SqlError> {
     let flat = input.flat_vector(1);
     let t = flat.logical_type();
-    if t.id() == LogicalTypeId::SqlNull || flat.row_is_null(row as u64) {
+    if t.id() == LogicalTypeId::SqlNull {
         return Ok(Selection::All);
+    }
+    if flat.row_is_null(row as u64) {
+        return Ok(Selection::Ids(Vec::new()));
     }
     match t.id() {
         LogicalTypeId::Varchar => Ok(Selection::Sql(read_varchar(&flat, row).unwrap_or_default())),
@@ -293,9 +300,9 @@ fn read_selection(input: &DataChunkHandle, row: usize) -> Result<Selection, SqlE
             }
             Ok(Selection::Ids(ids))
         }
-        t if is_int(t) => Ok(read_int(&flat, t, row)
-            .map(|i| Selection::Ids(vec![i]))
-            .unwrap_or(Selection::All)),
+        t if is_int(t) => Ok(Selection::Ids(
+            read_int(&flat, t, row).into_iter().collect(),
+        )),
         _ => Err(fail(
             NAME,
             "the second argument must be a list of issue ids, a SQL text, or NULL with filter options",

@@ -1,0 +1,344 @@
+//! Reading a batch's output and error files: one outcome per `custom_id`.
+//!
+//! Lines are matched by `custom_id`, never by position. A line either carries a
+//! chat completion (`response.status_code == 200`), whose answer must be valid JSON
+//! for the processor's schema, or a failure (`response.status_code != 200` with an
+//! error body, or `error` set, as in `batch_expired` / `batch_cancelled` lines).
+//! Nothing half-parsed comes out of here: an answer is either fully valid or the
+//! item fails with the reason.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::processor::Processor;
+
+/// The final state of one item according to the provider's files.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A valid answer.
+    Completed {
+        /// The validated structured result.
+        result: Value,
+    },
+    /// No usable answer.
+    Failed {
+        /// `failed`, `expired` or `cancelled`.
+        status: &'static str,
+        /// A short machine-readable reason (`invalid_answer`, `refusal`, `truncated`,
+        /// `batch_expired`, the provider's error code, an HTTP status, ...).
+        code: String,
+        /// What happened, for the user.
+        message: String,
+    },
+}
+
+/// One line's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineOutcome {
+    /// The request's custom id.
+    pub custom_id: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Prompt tokens the provider reported (billed even when the answer is unusable).
+    pub input_tokens: Option<i64>,
+    /// Completion tokens the provider reported.
+    pub output_tokens: Option<i64>,
+}
+
+/// What a whole file (or files) said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedResults {
+    /// One outcome per distinct custom id (the first line for a custom id wins).
+    pub outcomes: Vec<LineOutcome>,
+    /// Lines whose custom id had already been seen.
+    pub duplicate_lines: usize,
+    /// Lines that are not JSON or have no custom id.
+    pub unreadable_lines: usize,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    #[serde(default)]
+    custom_id: Option<String>,
+    #[serde(default)]
+    response: Option<Response>,
+    #[serde(default)]
+    error: Option<LineError>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    #[serde(default)]
+    status_code: Option<i64>,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct LineError {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+const MAX_MESSAGE: usize = 500;
+
+fn cap(s: &str) -> String {
+    if s.len() <= MAX_MESSAGE {
+        return s.to_string();
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn status_for_code(code: &str) -> &'static str {
+    match code {
+        "batch_expired" => "expired",
+        "batch_cancelled" => "cancelled",
+        _ => "failed",
+    }
+}
+
+fn usage(body: Option<&Value>) -> (Option<i64>, Option<i64>) {
+    let u = body.and_then(|b| b.get("usage"));
+    (
+        u.and_then(|u| u.get("prompt_tokens"))
+            .and_then(Value::as_i64),
+        u.and_then(|u| u.get("completion_tokens"))
+            .and_then(Value::as_i64),
+    )
+}
+
+/// Reads a successful chat completion body into an outcome.
+fn completion_outcome(body: &Value, processor: &Processor) -> Outcome {
+    let choice = body
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first());
+    let Some(choice) = choice else {
+        return failed("empty_answer", "the response has no choices".to_string());
+    };
+    let message = choice.get("message");
+    if let Some(refusal) = message
+        .and_then(|m| m.get("refusal"))
+        .and_then(Value::as_str)
+    {
+        return failed("refusal", format!("the model refused: {}", cap(refusal)));
+    }
+    let finish = choice.get("finish_reason").and_then(Value::as_str);
+    if finish == Some("length") {
+        return failed(
+            "truncated",
+            "the answer was cut off at the output token limit (finish_reason: length); raise max_output_tokens"
+                .to_string(),
+        );
+    }
+    if finish == Some("content_filter") {
+        return failed(
+            "content_filter",
+            "the answer was withheld by the provider's content filter".to_string(),
+        );
+    }
+    let Some(content) = message
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+    else {
+        return failed("empty_answer", "the answer has no content".to_string());
+    };
+    match processor.validate_result(content) {
+        Ok(result) => Outcome::Completed { result },
+        Err(e) => failed("invalid_answer", cap(&e.to_string())),
+    }
+}
+
+fn failed(code: &str, message: String) -> Outcome {
+    Outcome::Failed {
+        status: status_for_code(code),
+        code: code.to_string(),
+        message,
+    }
+}
+
+/// Parses one line of an output or error file.
+pub fn parse_line(line: &str, processor: &Processor) -> Option<LineOutcome> {
+    let parsed: Line = serde_json::from_str(line).ok()?;
+    let custom_id = parsed.custom_id?;
+    let body = parsed.response.as_ref().and_then(|r| r.body.as_ref());
+    let (input_tokens, output_tokens) = usage(body);
+    let status_code = parsed.response.as_ref().and_then(|r| r.status_code);
+    let outcome = if let Some(err) = parsed.error {
+        let code = err.code.unwrap_or_else(|| "error".to_string());
+        let message = cap(&err.message.unwrap_or_else(|| code.clone()));
+        failed(&code, message)
+    } else if status_code == Some(200) {
+        match body {
+            Some(b) => completion_outcome(b, processor),
+            None => failed("empty_answer", "the response has no body".to_string()),
+        }
+    } else {
+        // An HTTP-level failure: the error sits in the response body.
+        let e = body.and_then(|b| b.get("error"));
+        let code = e
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| status_code.map(|s| format!("http_{s}")))
+            .unwrap_or_else(|| "error".to_string());
+        let message = e
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(cap)
+            .unwrap_or_else(|| format!("the request failed with status {status_code:?}"));
+        failed(&code, message)
+    };
+    Some(LineOutcome {
+        custom_id,
+        outcome,
+        input_tokens,
+        output_tokens,
+    })
+}
+
+/// Parses output and error files together; the first line seen for a custom id wins.
+pub fn parse_files(files: &[&[u8]], processor: &Processor) -> ParsedResults {
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut out = ParsedResults::default();
+    for data in files {
+        for raw in data.split(|b| *b == b'\n') {
+            let Ok(line) = std::str::from_utf8(raw) else {
+                out.unreadable_lines += 1;
+                continue;
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_line(line, processor) {
+                None => out.unreadable_lines += 1,
+                Some(o) => {
+                    if seen.insert(o.custom_id.clone(), ()).is_some() {
+                        out.duplicate_lines += 1;
+                    } else {
+                        out.outcomes.push(o);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::processor::processor_by_name;
+    use serde_json::json;
+
+    fn pl() -> &'static Processor {
+        processor_by_name("product-labeling").unwrap()
+    }
+
+    fn answer() -> String {
+        json!({
+            "summary": "s", "root_cause_analysis": "r", "current_labels_assessment": "c",
+            "recommended_labels": [{"label": "product::kots", "reasoning": "admin console"}],
+            "confidence": 0.8
+        })
+        .to_string()
+    }
+
+    fn ok_line(cid: &str, content: &str, finish: &str) -> String {
+        json!({"id": "batch_req_1", "custom_id": cid, "error": null, "response": {"status_code": 200,
+            "request_id": "r", "body": {"choices": [{"index": 0, "finish_reason": finish,
+            "message": {"role": "assistant", "content": content, "refusal": null}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}}})
+        .to_string()
+    }
+
+    #[test]
+    fn completed_line_is_validated() {
+        let o = parse_line(&ok_line("j-i1", &answer(), "stop"), pl()).unwrap();
+        assert_eq!(o.custom_id, "j-i1");
+        assert_eq!(o.input_tokens, Some(100));
+        assert_eq!(o.output_tokens, Some(20));
+        match o.outcome {
+            Outcome::Completed { result } => {
+                assert_eq!(result["recommended_labels"][0]["label"], "product::kots")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unusable_answers_fail_with_reason() {
+        let cases = [
+            (ok_line("a", &answer()[..40], "length"), "truncated"),
+            (ok_line("b", "not json", "stop"), "invalid_answer"),
+            (
+                ok_line("c", r#"{"summary": "only"}"#, "stop"),
+                "invalid_answer",
+            ),
+        ];
+        for (line, code) in cases {
+            match parse_line(&line, pl()).unwrap().outcome {
+                Outcome::Failed {
+                    code: c, status, ..
+                } => {
+                    assert_eq!(c, code);
+                    assert_eq!(status, "failed");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let refusal =
+            json!({"custom_id": "d", "response": {"status_code": 200, "body": {"choices": [
+            {"finish_reason": "stop", "message": {"content": null, "refusal": "I can't"}}]}}})
+            .to_string();
+        assert!(matches!(parse_line(&refusal, pl()).unwrap().outcome,
+            Outcome::Failed { ref code, .. } if code == "refusal"));
+    }
+
+    #[test]
+    fn error_lines_map_to_states() {
+        let http = json!({"custom_id": "x", "response": {"status_code": 400, "body": {"error":
+            {"code": "context_length_exceeded", "message": "too long"}}}, "error": null})
+        .to_string();
+        let expired = json!({"custom_id": "y", "response": null, "error":
+            {"code": "batch_expired", "message": "expired"}})
+        .to_string();
+        let cancelled = json!({"custom_id": "z", "response": null, "error":
+            {"code": "batch_cancelled", "message": "cancelled"}})
+        .to_string();
+        let got: Vec<(&str, String)> = [http, expired, cancelled]
+            .iter()
+            .map(|l| match parse_line(l, pl()).unwrap().outcome {
+                Outcome::Failed { status, code, .. } => (status, code),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("failed", "context_length_exceeded".to_string()),
+                ("expired", "batch_expired".to_string()),
+                ("cancelled", "batch_cancelled".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_and_garbage_are_counted_once() {
+        let a = ok_line("j-i1", &answer(), "stop");
+        let file = format!("{a}\n{a}\nnot json\n{{\"no_custom_id\": 1}}\n\n");
+        let r = parse_files(&[file.as_bytes()], pl());
+        assert_eq!(r.outcomes.len(), 1);
+        assert_eq!(r.duplicate_lines, 1);
+        assert_eq!(r.unreadable_lines, 2);
+    }
+}

@@ -1,0 +1,615 @@
+//! The rest of a job's life: polling, reconciling, collecting results, cancelling.
+//!
+//! `refresh` brings every active job (or one) up to date with the provider:
+//!
+//! - `created` (rows committed, the file id never recorded: the upload did not finish,
+//!   so no batch can exist): the job and its items are marked `failed`
+//!   (`interrupted`), ready for `batch_retry`. Nothing is sent.
+//! - `uploaded` (the file is at the provider; the create call may or may not have
+//!   reached it): the provider's batches are listed and matched on
+//!   `metadata.ai_batch_job_id`. Found: adopted. Not found: created now, once.
+//! - a provider status: the batch is retrieved and the status and counts recorded.
+//! - a terminal status not yet collected: the output and error files are downloaded
+//!   and applied in one transaction: analyses written, every item moved to exactly
+//!   one final state, counts and actual cost recorded, `collected_at` set. Applying is
+//!   idempotent (only `pending` items change, only an uncollected job is applied).
+//!
+//! All writes happen under the runtime's write lock, so two connections refreshing
+//! at once apply each job once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ai_batch_core::cost::{self, PriceTable};
+use ai_batch_core::openai::{
+    Batch, BatchStatus, ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT,
+    COMPLETION_WINDOW_24H, JOB_ID_METADATA_KEY,
+};
+use ai_batch_core::processor::{self, Processor};
+use ai_batch_core::results::{self, Outcome};
+use duckdb::{params, Connection, OptionalExt};
+
+use crate::runtime::Runtime;
+use crate::store;
+
+/// Statuses of a job that is still going somewhere.
+pub const ACTIVE_STATUSES: [&str; 6] = [
+    "created",
+    "uploaded",
+    "validating",
+    "in_progress",
+    "finalizing",
+    "cancelling",
+];
+
+/// Why a refresh (or cancel) failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(
+        "OPENAI_API_KEY is not set (export it in the environment of the process that runs DuckDB)"
+    )]
+    MissingKey,
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("database error: {0}")]
+    Db(#[from] duckdb::Error),
+    #[error("{0}")]
+    Provider(#[from] OpenAiError),
+    #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What one job's refresh did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshRow {
+    pub job_id: String,
+    pub old_status: String,
+    pub new_status: String,
+    pub issues_count: i64,
+    pub completed_count: i64,
+    pub failed_count: i64,
+    pub pending_count: i64,
+    pub applied: i64,
+    pub actual_cost: Option<f64>,
+    pub message: String,
+}
+
+/// A job as refresh needs it.
+#[derive(Debug, Clone)]
+struct Job {
+    pk: i64,
+    job_id: String,
+    status: String,
+    processor: String,
+    processor_version: String,
+    model: String,
+    base_url: Option<String>,
+    provider_batch_id: Option<String>,
+    input_file_id: Option<String>,
+    created_epoch: Option<i64>,
+}
+
+const JOB_SQL: &str =
+    "SELECT id, job_id, status, processor, coalesce(processor_version, ''), model, \
+    base_url, provider_batch_id, input_file_id, epoch(created_at)::BIGINT FROM batch_jobs";
+
+fn job_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<Job> {
+    Ok(Job {
+        pk: r.get(0)?,
+        job_id: r.get(1)?,
+        status: r.get(2)?,
+        processor: r.get(3)?,
+        processor_version: r.get(4)?,
+        model: r.get(5)?,
+        base_url: r.get(6)?,
+        provider_batch_id: r.get(7)?,
+        input_file_id: r.get(8)?,
+        created_epoch: r.get(9)?,
+    })
+}
+
+fn load_job(conn: &Connection, job_id: &str) -> Result<Job, RefreshError> {
+    conn.query_row(
+        &format!("{JOB_SQL} WHERE job_id = ?"),
+        params![job_id],
+        job_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| store::StoreError::UnknownJob(job_id.to_string()).into())
+}
+
+fn jobs_to_refresh(conn: &Connection, job_id: Option<&str>) -> Result<Vec<Job>, RefreshError> {
+    if let Some(id) = job_id {
+        return Ok(vec![load_job(conn, id)?]);
+    }
+    let sql = format!(
+        "{JOB_SQL} WHERE status IN ('created','uploaded','validating','in_progress','finalizing','cancelling') \
+            OR (status IN ('completed','failed','expired','cancelled') AND collected_at IS NULL \
+                AND provider_batch_id IS NOT NULL) \
+         ORDER BY id"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], job_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Clients by base URL, built once per call.
+struct Clients {
+    key: String,
+    by_url: HashMap<String, OpenAiClient>,
+}
+
+impl Clients {
+    fn new() -> Result<Self, RefreshError> {
+        let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
+        if key.trim().is_empty() {
+            return Err(RefreshError::MissingKey);
+        }
+        Ok(Clients {
+            key,
+            by_url: HashMap::new(),
+        })
+    }
+
+    fn get(&mut self, base_url: &str) -> Result<&OpenAiClient, RefreshError> {
+        if !self.by_url.contains_key(base_url) {
+            let c = OpenAiClient::new(base_url, self.key.clone(), ClientOptions::default())?;
+            self.by_url.insert(base_url.to_string(), c);
+        }
+        self.by_url
+            .get(base_url)
+            .ok_or_else(|| RefreshError::Invalid("client cache".into()))
+    }
+}
+
+fn job_base_url(job: &Job) -> String {
+    job.base_url
+        .clone()
+        .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
+        .unwrap_or_else(|| ai_batch_core::openai::DEFAULT_BASE_URL.to_string())
+}
+
+/// Refreshes every active job, or the one named.
+pub fn refresh(rt: &Arc<Runtime>, job_id: Option<&str>) -> Result<Vec<RefreshRow>, RefreshError> {
+    let conn = rt.lease()?;
+    let conn: &Connection = &conn;
+    store::ensure_schema(conn)?;
+    let jobs = jobs_to_refresh(conn, job_id)?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut clients = Clients::new()?;
+    let prices =
+        crate::submit::price_table(conn).map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let mut prof = crate::profile::Profiler::new("refresh");
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let row = match refresh_job(rt, conn, &mut clients, &prices, &job, &mut prof) {
+            Ok(r) => r,
+            // One job's trouble does not stop the others: it is reported on its row,
+            // and the job is left as it was (a later refresh tries again).
+            Err(e) => summary_row(conn, &job, &job.status, 0, format!("not refreshed: {e}"))?,
+        };
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn summary_row(
+    conn: &Connection,
+    job: &Job,
+    old_status: &str,
+    applied: i64,
+    message: String,
+) -> Result<RefreshRow, RefreshError> {
+    let j = store::job(conn, &job.job_id)?;
+    Ok(RefreshRow {
+        job_id: j.job_id,
+        old_status: old_status.to_string(),
+        new_status: j.status,
+        issues_count: j.issues_count,
+        completed_count: j.completed_count,
+        failed_count: j.failed_count,
+        pending_count: j.pending_count,
+        applied,
+        actual_cost: j.actual_cost,
+        message,
+    })
+}
+
+fn refresh_job(
+    rt: &Arc<Runtime>,
+    conn: &Connection,
+    clients: &mut Clients,
+    prices: &PriceTable,
+    job: &Job,
+    prof: &mut crate::profile::Profiler,
+) -> Result<RefreshRow, RefreshError> {
+    let old = job.status.clone();
+    match job.status.as_str() {
+        "created" => {
+            let msg =
+                "interrupted before the request file was uploaded; nothing reached the provider \
+                       (batch_retry sends these issues again)";
+            let _g = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            store::fail_job(conn, job.pk, "interrupted", msg)?;
+            store::mark_collected(conn, job.pk)?;
+            return summary_row(conn, job, &old, 0, msg.to_string());
+        }
+        "uploaded" => {
+            let client = clients.get(&job_base_url(job))?;
+            let batch = reconcile_uploaded(client, job)?;
+            let status = batch.status.as_str().to_string();
+            store::job_created(conn, job.pk, &batch.id, &status)?;
+            let job = load_job(conn, &job.job_id)?;
+            return finish_poll(rt, conn, clients, prices, &job, batch, &old, prof);
+        }
+        _ => {}
+    }
+    let Some(batch_id) = job.provider_batch_id.clone() else {
+        return summary_row(conn, job, &old, 0, "no provider batch to poll".into());
+    };
+    let client = clients.get(&job_base_url(job))?;
+    let batch = client.retrieve_batch(&batch_id)?;
+    finish_poll(rt, conn, clients, prices, job, batch, &old, prof)
+}
+
+/// Finds the batch a lost create may have made; creates it (once) if there is none.
+fn reconcile_uploaded(client: &OpenAiClient, job: &Job) -> Result<Batch, RefreshError> {
+    let after = job.created_epoch.map(|t| t - 3600);
+    if let Some(b) = client.find_batch_by_job_id(&job.job_id, after)? {
+        return Ok(b);
+    }
+    let Some(file_id) = job.input_file_id.clone() else {
+        return Err(RefreshError::Invalid(format!(
+            "job {} is 'uploaded' but has no input_file_id",
+            job.job_id
+        )));
+    };
+    let mut metadata = BTreeMap::new();
+    metadata.insert(JOB_ID_METADATA_KEY.to_string(), job.job_id.clone());
+    Ok(client.create_batch(
+        &file_id,
+        CHAT_COMPLETIONS_ENDPOINT,
+        COMPLETION_WINDOW_24H,
+        &metadata,
+    )?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_poll(
+    rt: &Arc<Runtime>,
+    conn: &Connection,
+    clients: &mut Clients,
+    prices: &PriceTable,
+    job: &Job,
+    batch: Batch,
+    old: &str,
+    prof: &mut crate::profile::Profiler,
+) -> Result<RefreshRow, RefreshError> {
+    let status = batch.status.as_str().to_string();
+    let counts = batch.request_counts;
+    store::job_polled(
+        conn,
+        job.pk,
+        &status,
+        batch.output_file_id.as_deref(),
+        batch.error_file_id.as_deref(),
+    )?;
+    prof.mark("poll", 1);
+    if !batch.status.is_terminal() {
+        let progress = counts
+            .map(|c| {
+                format!(
+                    "{}/{} done, {} failed at the provider",
+                    c.completed, c.total, c.failed
+                )
+            })
+            .unwrap_or_default();
+        return summary_row(
+            conn,
+            job,
+            old,
+            0,
+            format!("{status} {progress}").trim().to_string(),
+        );
+    }
+    let client = clients.get(&job_base_url(job))?;
+    let applied = collect(rt, conn, client, prices, job, &batch, prof)?;
+    let mut msg = format!("collected: {} items applied", applied.applied);
+    if applied.unknown > 0 {
+        msg.push_str(&format!(
+            "; {} output lines with unknown custom_id ignored",
+            applied.unknown
+        ));
+    }
+    if applied.duplicates > 0 {
+        msg.push_str(&format!(
+            "; {} duplicate lines applied once",
+            applied.duplicates
+        ));
+    }
+    if let Some(c) = &batch.request_counts {
+        msg.push_str(&format!(
+            "; the provider counted {} completed, {} failed ({} answers failed validation here)",
+            c.completed, c.failed, applied.invalid_answers
+        ));
+    }
+    if let Some(e) = batch_errors_text(&batch) {
+        msg.push_str(&format!("; provider errors: {e}"));
+    }
+    summary_row(conn, job, old, applied.applied, msg)
+}
+
+fn batch_errors_text(batch: &Batch) -> Option<String> {
+    let errs = batch.errors.as_ref()?;
+    if errs.data.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = errs
+        .data
+        .iter()
+        .take(5)
+        .map(|e| {
+            let line = e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            format!(
+                "{}{}: {}",
+                e.code.as_deref().unwrap_or("error"),
+                line,
+                e.message.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    let more = if errs.data.len() > 5 {
+        format!(" and {} more", errs.data.len() - 5)
+    } else {
+        String::new()
+    };
+    Some(format!("{}{more}", parts.join("; ")))
+}
+
+struct Applied {
+    applied: i64,
+    unknown: i64,
+    duplicates: i64,
+    invalid_answers: i64,
+}
+
+/// Downloads the result files of a terminal batch and applies them atomically.
+fn collect(
+    rt: &Arc<Runtime>,
+    conn: &Connection,
+    client: &OpenAiClient,
+    prices: &PriceTable,
+    job: &Job,
+    batch: &Batch,
+    prof: &mut crate::profile::Profiler,
+) -> Result<Applied, RefreshError> {
+    let proc_: &Processor = processor::require_processor(&job.processor)
+        .map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    // Download first (no lock held, nothing written): a failure leaves the job as is.
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    for id in [&batch.output_file_id, &batch.error_file_id]
+        .into_iter()
+        .flatten()
+    {
+        files.push(client.download_file_to_vec(id, 2 * 1024 * 1024 * 1024)?);
+    }
+    prof.mark("download", files.iter().map(|f| f.len() as u64).sum());
+    let slices: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
+    let parsed = results::parse_files(&slices, proc_);
+    drop(files);
+    prof.mark("parse_validate", parsed.outcomes.len() as u64);
+    let price = prices.lookup(&job.model).ok().map(|m| m.price.clone());
+
+    // What happens to items the files do not mention.
+    let batch_error = batch_errors_text(batch);
+    let (left_status, left_code, left_msg): (&str, String, String) = match &batch.status {
+        BatchStatus::Expired => (
+            "expired",
+            "batch_expired".into(),
+            "the batch expired before this request ran (batch_retry sends it again)".into(),
+        ),
+        BatchStatus::Cancelled => (
+            "cancelled",
+            "batch_cancelled".into(),
+            "the batch was cancelled before this request ran (batch_retry sends it again)".into(),
+        ),
+        BatchStatus::Failed => {
+            let code = batch
+                .errors
+                .as_ref()
+                .and_then(|e| e.data.first())
+                .and_then(|e| e.code.clone())
+                .unwrap_or_else(|| "batch_failed".to_string());
+            let text = batch_error
+                .clone()
+                .unwrap_or_else(|| "the batch failed".into());
+            (
+                "failed",
+                code,
+                format!("the batch failed at the provider: {text}"),
+            )
+        }
+        _ => (
+            "failed",
+            "missing_result".into(),
+            "the provider returned no result for this request".into(),
+        ),
+    };
+    // Validation errors that name a line of our input file name an item: line N is
+    // the Nth item of the job in id order (the order the file was written in).
+    let line_errors: Vec<(i64, String, String)> = batch
+        .errors
+        .as_ref()
+        .map(|e| {
+            e.data
+                .iter()
+                .filter_map(|d| {
+                    d.line.map(|l| {
+                        (
+                            l as i64,
+                            d.code.clone().unwrap_or_else(|| "invalid_request".into()),
+                            d.message.clone().unwrap_or_default(),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let _guard = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+    conn.execute_batch(
+        "CREATE OR REPLACE TEMP TABLE ai_batch_results (custom_id VARCHAR, status VARCHAR, \
+         error_code VARCHAR, error_message VARCHAR, input_tokens BIGINT, output_tokens BIGINT, \
+         cost DOUBLE, result VARCHAR)",
+    )?;
+    let mut invalid_answers = 0i64;
+    {
+        let mut app = conn.appender("ai_batch_results")?;
+        for o in &parsed.outcomes {
+            let cost = match (&price, o.input_tokens, o.output_tokens) {
+                (Some(p), Some(i), Some(out)) => Some(cost::cost_usd_unrounded(
+                    i.max(0) as u64,
+                    out.max(0) as u64,
+                    p,
+                )),
+                _ => None,
+            };
+            match &o.outcome {
+                Outcome::Completed { result } => app.append_row(params![
+                    o.custom_id,
+                    "completed",
+                    None::<String>,
+                    None::<String>,
+                    o.input_tokens,
+                    o.output_tokens,
+                    cost,
+                    result.to_string()
+                ])?,
+                Outcome::Failed {
+                    status,
+                    code,
+                    message,
+                } => {
+                    if o.input_tokens.is_some() {
+                        invalid_answers += 1;
+                    }
+                    app.append_row(params![
+                        o.custom_id,
+                        *status,
+                        code,
+                        message,
+                        o.input_tokens,
+                        o.output_tokens,
+                        cost,
+                        None::<String>
+                    ])?
+                }
+            }
+        }
+        app.flush()?;
+    }
+    for (line, code, message) in &line_errors {
+        conn.execute(
+            "INSERT INTO ai_batch_results (custom_id, status, error_code, error_message) \
+             SELECT custom_id, 'failed', ?, ? FROM batch_items WHERE batch_job_id = ? \
+             ORDER BY id LIMIT 1 OFFSET ?",
+            params![
+                code,
+                format!("line {line} of the request file: {message}"),
+                job.pk,
+                (line - 1).max(0)
+            ],
+        )?;
+    }
+    prof.mark("stage_results", parsed.outcomes.len() as u64);
+    let applied = store::apply_results(
+        conn,
+        job.pk,
+        &job.processor,
+        &job.processor_version,
+        &job.model,
+        (left_status, &left_code, &left_msg),
+        batch_error.as_deref(),
+    )?;
+    let _ = conn.execute_batch("DROP TABLE IF EXISTS temp.ai_batch_results");
+    prof.mark("apply", applied.applied as u64);
+    Ok(Applied {
+        applied: applied.applied,
+        unknown: applied.unknown,
+        duplicates: parsed.duplicate_lines as i64,
+        invalid_answers,
+    })
+}
+
+/// Cancels a job: at the provider when it has a batch there, locally otherwise.
+pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshError> {
+    let conn = rt.lease()?;
+    let conn: &Connection = &conn;
+    store::ensure_schema(conn)?;
+    let job = load_job(conn, job_id)?;
+    let old = job.status.clone();
+    if !ACTIVE_STATUSES.contains(&job.status.as_str()) {
+        return summary_row(
+            conn,
+            &job,
+            &old,
+            0,
+            format!("nothing to cancel: the job is already {}", job.status),
+        );
+    }
+    let mut clients = Clients::new()?;
+    let client = clients.get(&job_base_url(&job))?;
+    // A job whose create may have been lost: find its batch first.
+    let batch_id = match (&job.provider_batch_id, job.status.as_str()) {
+        (Some(id), _) => Some(id.clone()),
+        (None, "uploaded") => {
+            let after = job.created_epoch.map(|t| t - 3600);
+            client
+                .find_batch_by_job_id(&job.job_id, after)?
+                .map(|b| b.id)
+        }
+        _ => None,
+    };
+    let Some(batch_id) = batch_id else {
+        let msg = "cancelled before it reached the provider";
+        let _g = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        store::cancel_local_job(conn, job.pk, msg)?;
+        return summary_row(conn, &job, &old, 0, msg.into());
+    };
+    let batch = match client.cancel_batch(&batch_id) {
+        Ok(b) => b,
+        // Finished meanwhile (the provider refuses to cancel): just poll it.
+        Err(e) if e.status() == Some(409) || e.status() == Some(400) => {
+            client.retrieve_batch(&batch_id)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if job.provider_batch_id.is_none() {
+        store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;
+    }
+    let job = load_job(conn, job_id)?;
+    let prices =
+        crate::submit::price_table(conn).map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let mut prof = crate::profile::Profiler::new("cancel");
+    let mut row = finish_poll(
+        rt,
+        conn,
+        &mut clients,
+        &prices,
+        &job,
+        batch,
+        &old,
+        &mut prof,
+    )?;
+    if !row.message.starts_with("collected") {
+        row.message = format!(
+            "cancel requested ({}); batch_refresh() collects the partial results when the provider finishes",
+            row.message
+        );
+    }
+    Ok(row)
+}

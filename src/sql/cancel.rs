@@ -1,0 +1,43 @@
+//! `batch_cancel(job_id)`: cancels a job at the provider (or locally, if it never got
+//! there). Results that completed before the cancel are still collected.
+
+use std::sync::Arc;
+
+use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::BindInfo;
+
+use super::refresh::{cells, columns};
+use super::{fail, ty, value_text, Cell, ColType, SqlError, SqlTable};
+use crate::refresh;
+use crate::runtime::Runtime;
+
+/// The `batch_cancel` table function.
+pub struct Cancel;
+
+impl SqlTable for Cancel {
+    const NAME: &'static str = "batch_cancel";
+    type Params = String;
+
+    fn columns() -> Vec<(&'static str, ColType)> {
+        columns()
+    }
+
+    fn parameters() -> Vec<LogicalTypeHandle> {
+        vec![ty(LogicalTypeId::Varchar)]
+    }
+
+    fn parse(bind: &BindInfo) -> Result<String, SqlError> {
+        match value_text(&bind.get_parameter(0)) {
+            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            _ => Err(fail(
+                Self::NAME,
+                "job_id must not be NULL or empty (pass a job_id from batch_history())",
+            )),
+        }
+    }
+
+    fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {
+        let row = refresh::cancel(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
+        Ok(vec![cells(row)])
+    }
+}
