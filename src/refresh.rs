@@ -398,6 +398,7 @@ fn collect(
         files.push(client.download_file_to_vec(id, 2 * 1024 * 1024 * 1024)?);
     }
     prof.mark("download", files.iter().map(|f| f.len() as u64).sum());
+    crate::failpoint::hit("refresh_after_download");
     let slices: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
     let parsed = results::parse_files(&slices, proc_);
     drop(files);
@@ -537,6 +538,7 @@ fn collect(
     )?;
     let _ = conn.execute_batch("DROP TABLE IF EXISTS temp.ai_batch_results");
     prof.mark("apply", applied.applied as u64);
+    crate::failpoint::hit("refresh_after_commit");
     Ok(Applied {
         applied: applied.applied,
         unknown: applied.unknown,

@@ -541,6 +541,7 @@ pub fn apply_results(
              WHERE batch_jobs.id = ?",
             params![job_error, job_pk, job_pk],
         )?;
+        crate::failpoint::hit("refresh_before_commit");
         Ok(ApplyCounts { applied, unknown })
     })();
     match r {

@@ -56,3 +56,11 @@ def connect(ext, tmp_path):
             con.close()
         except Exception:
             pass
+
+
+def import_sample(con, glob: str | None = None) -> int:
+    """Creates the gh-analysis schema and imports the sample issues; returns the issue count."""
+    con.execute((ROOT / "sql/schema.sql").read_text())
+    con.execute("SET VARIABLE issues_glob = ?", [glob or str(ROOT / "data/sample/issues/*.json")])
+    con.execute((ROOT / "sql/import_issues.sql").read_text()).fetchall()
+    return con.execute("SELECT count(*) FROM issues").fetchall()[0][0]

@@ -1,0 +1,137 @@
+"""A process killed (SIGKILL, as `kill -9`) at any step of submit or refresh leaves a
+database that the next batch_refresh() (and, for jobs that never reached the provider,
+batch_retry()) brings to a correct state: no duplicate provider batch, no lost or
+doubled result, every item in exactly one final state.
+
+The kill comes from the extension's test-only failpoint switch (AI_BATCH_FAILPOINT),
+inside a child Python process; the checks run in a fresh process afterwards."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pytest
+
+from conftest import ROOT, extension_path, import_sample
+
+sys.path.insert(0, str(ROOT))
+from fake_provider.pytest_plugin import fake_openai, fake_openai_server  # noqa: E402,F401
+
+KEY = "sk-fake-test-key"
+
+
+def run_child(db, fake, code, failpoint=None):
+    env = dict(os.environ, OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url)
+    env.pop("AI_BATCH_FAILPOINT", None)
+    if failpoint:
+        env["AI_BATCH_FAILPOINT"] = failpoint
+    prog = textwrap.dedent(f"""
+        import duckdb
+        con = duckdb.connect({str(db)!r}, config={{'allow_unsigned_extensions': 'true'}})
+        con.execute("LOAD '{extension_path()}'")
+    """) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=120)
+
+
+def open_db(db):
+    con = duckdb.connect(str(db), config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{extension_path()}'")
+    return con
+
+
+def refresh_until_settled(con, rounds=12):
+    for _ in range(rounds):
+        con.execute("SELECT * FROM batch_refresh()").fetchall()
+        active = con.execute(
+            "SELECT count(*) FROM batch_jobs WHERE status IN "
+            "('created','uploaded','validating','in_progress','finalizing','cancelling') "
+            "OR (collected_at IS NULL AND provider_batch_id IS NOT NULL)").fetchall()[0][0]
+        if active == 0:
+            return
+    pytest.fail("jobs did not settle: " + repr(con.execute("SELECT job_id, status FROM batch_jobs").fetchall()))
+
+
+def check_invariants(con, fake, n_issues):
+    # Every issue analysed exactly once.
+    total, distinct = con.execute("SELECT count(*), count(DISTINCT issue_id) FROM ai_analyses").fetchall()[0]
+    assert (total, distinct) == (n_issues, n_issues)
+    # Every item in a final state; per job the counts add up.
+    assert con.execute("SELECT count(*) FROM batch_items WHERE status = 'pending'").fetchall()[0][0] == 0
+    for job_id, issues, done, failed in con.execute(
+            "SELECT job_id, issues_count, completed_count, failed_count FROM batch_jobs").fetchall():
+        items = con.execute("SELECT count(*) FROM batch_items b JOIN batch_jobs j ON j.id = b.batch_job_id "
+                            "WHERE j.job_id = ?", [job_id]).fetchall()[0][0]
+        assert items == issues, job_id
+        assert done + failed == issues, job_id
+    # Each analysis belongs to a completed item of the same issue.
+    orphans = con.execute("SELECT count(*) FROM ai_analyses a LEFT JOIN batch_items b ON b.id = a.batch_item_id "
+                          "WHERE b.id IS NULL OR b.status <> 'completed' OR b.issue_id <> a.issue_id").fetchall()[0][0]
+    assert orphans == 0
+    # Never two provider batches for one of our jobs.
+    creates = fake.state()["counts"]["creates_by_job"]
+    assert creates and all(n == 1 for n in creates.values()), creates
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "crash.duckdb"
+    con = duckdb.connect(str(path))
+    n = import_sample(con)
+    con.close()
+    return path, n
+
+
+SUBMIT = "print(con.execute(\"SELECT job_id, status FROM batch_submit('product-labeling', $$SELECT id FROM issues$$)\").fetchall())"
+
+
+@pytest.mark.parametrize("point, expect_status", [
+    ("submit_after_record", "created"),
+    ("submit_after_upload", "created"),
+    ("submit_after_upload_recorded", "uploaded"),
+    ("submit_after_create", "uploaded"),
+])
+def test_kill_during_submit(db, fake_openai, monkeypatch, point, expect_status):
+    path, n = db
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    r = run_child(path, fake_openai, SUBMIT, failpoint=point)
+    assert r.returncode == -9, (r.returncode, r.stdout, r.stderr[-2000:])
+    con = open_db(path)
+    # What the crash left behind: the job and all its items, committed before any network call.
+    assert con.execute("SELECT status FROM batch_jobs").fetchall() == [(expect_status,)]
+    assert con.execute("SELECT count(*) FROM batch_items WHERE status = 'pending'").fetchall()[0][0] == n
+    creates_before = sum(fake_openai.state()["counts"]["creates_by_job"].values())
+    assert creates_before == (1 if point == "submit_after_create" else 0)
+    # A new submit must not put these issues into a second active job.
+    again = con.execute("SELECT status, submitted FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
+                        "base_url := ?)", [fake_openai.base_url]).fetchall()
+    assert again == [("nothing_to_submit", 0)]
+    refresh_until_settled(con)
+    if expect_status == "created":
+        # Nothing reached the provider: the job is failed as interrupted, and a retry sends it.
+        job_id, status, err = con.execute("SELECT job_id, status, error_message FROM batch_jobs").fetchall()[0]
+        assert status == "failed" and "interrupted" in err
+        assert con.execute("SELECT DISTINCT error_code FROM batch_items").fetchall() == [("interrupted",)]
+        con.execute("SELECT * FROM batch_retry(?)", [job_id]).fetchall()
+        refresh_until_settled(con)
+    check_invariants(con, fake_openai, n)
+    con.close()
+
+
+@pytest.mark.parametrize("point", ["refresh_after_download", "refresh_before_commit", "refresh_after_commit"])
+def test_kill_during_refresh(db, fake_openai, monkeypatch, point):
+    path, n = db
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    r = run_child(path, fake_openai, SUBMIT)
+    assert r.returncode == 0, r.stderr
+    code = "for _ in range(10):\n    con.execute('SELECT * FROM batch_refresh()').fetchall()\n"
+    r = run_child(path, fake_openai, code, failpoint=point)
+    assert r.returncode == -9, (r.returncode, r.stdout, r.stderr[-2000:])
+    con = open_db(path)
+    applied = con.execute("SELECT count(*) FROM ai_analyses").fetchall()[0][0]
+    # All or nothing of the apply survived the kill.
+    assert applied == (n if point == "refresh_after_commit" else 0)
+    refresh_until_settled(con)
+    check_invariants(con, fake_openai, n)
+    con.close()
