@@ -388,7 +388,11 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         .map(|i| i.id)
         .zip(estimate.input_tokens_per_issue.iter().copied())
         .collect();
-    let out_each = estimate.output_tokens_per_issue;
+    // The model cannot bill more output than max_output_tokens allows.
+    let out_each = match req.max_output_tokens {
+        Some(cap) if cap > 0 => estimate.output_tokens_per_issue.min(cap as u64),
+        _ => estimate.output_tokens_per_issue,
+    };
     let price = estimate.price.clone();
 
     let shards = build_shards(proc_, &opts, &issues, req)?;
@@ -451,6 +455,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     prof.mark("spool", planned.len() as u64);
     let job_rows = record_jobs(conn, req, proc_, &planned, &tokens_by_issue, &summary)?;
     prof.mark("record_items", summary.to_submit as u64);
+    crate::failpoint::hit("submit_after_record");
     drop_temp(conn);
     drop(guard);
 
@@ -1044,7 +1049,9 @@ fn send_job(
             return Err(("failed".into(), msg));
         }
     };
+    crate::failpoint::hit("submit_after_upload");
     store::job_uploaded(conn, job_pk, &file.id).map_err(db)?;
+    crate::failpoint::hit("submit_after_upload_recorded");
     let mut metadata = BTreeMap::new();
     metadata.insert(JOB_ID_METADATA_KEY.to_string(), job_id.to_string());
     match client.create_batch(
@@ -1054,6 +1061,7 @@ fn send_job(
         &metadata,
     ) {
         Ok(batch) => {
+            crate::failpoint::hit("submit_after_create");
             let status = batch.status.to_string();
             store::job_created(conn, job_pk, &batch.id, &status).map_err(db)?;
             Ok((status, batch.id))
