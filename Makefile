@@ -44,7 +44,7 @@ clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
-	cargo test --workspace
+	cargo test --release --workspace
 
 sqltest: release venv
 	$(VPY) test/run_sqllogictest.py --extension $(EXT) test/sql/*.test

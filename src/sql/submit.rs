@@ -74,24 +74,44 @@ pub fn rows(req: &SubmitRequest, r: &SubmitResult) -> Vec<Vec<Cell>> {
         .collect()
 }
 
+/// The named parameters and their SQL type ids. Plain data: reading the names needs
+/// no DuckDB API (unit tests run without one).
+pub const NAMED: [(&str, LogicalTypeId); 13] = [
+    ("model", LogicalTypeId::Varchar),
+    ("provider", LogicalTypeId::Varchar),
+    ("base_url", LogicalTypeId::Varchar),
+    ("dry_run", LogicalTypeId::Boolean),
+    ("reprocess", LogicalTypeId::Boolean),
+    ("max_issues", LogicalTypeId::Bigint),
+    ("org", LogicalTypeId::Varchar),
+    ("repo", LogicalTypeId::Varchar),
+    ("state", LogicalTypeId::Varchar),
+    ("missing_analysis", LogicalTypeId::Boolean),
+    ("temperature", LogicalTypeId::Double),
+    ("max_output_tokens", LogicalTypeId::Bigint),
+    ("max_requests_per_job", LogicalTypeId::Bigint),
+];
+
+/// The named parameters and their SQL types (shared with the scalar's options).
+pub const NAMED_PARAMS: [(&str, LogicalTypeId); 13] = [
+    ("model", LogicalTypeId::Varchar),
+    ("provider", LogicalTypeId::Varchar),
+    ("base_url", LogicalTypeId::Varchar),
+    ("dry_run", LogicalTypeId::Boolean),
+    ("reprocess", LogicalTypeId::Boolean),
+    ("max_issues", LogicalTypeId::Bigint),
+    ("org", LogicalTypeId::Varchar),
+    ("repo", LogicalTypeId::Varchar),
+    ("state", LogicalTypeId::Varchar),
+    ("missing_analysis", LogicalTypeId::Boolean),
+    ("temperature", LogicalTypeId::Double),
+    ("max_output_tokens", LogicalTypeId::Bigint),
+    ("max_requests_per_job", LogicalTypeId::Bigint),
+];
+
 /// The named parameters, with their SQL types.
 pub fn named() -> Vec<(&'static str, LogicalTypeHandle)> {
-    use LogicalTypeId::*;
-    vec![
-        ("model", ty(Varchar)),
-        ("provider", ty(Varchar)),
-        ("base_url", ty(Varchar)),
-        ("dry_run", ty(Boolean)),
-        ("reprocess", ty(Boolean)),
-        ("max_issues", ty(Bigint)),
-        ("org", ty(Varchar)),
-        ("repo", ty(Varchar)),
-        ("state", ty(Varchar)),
-        ("missing_analysis", ty(Boolean)),
-        ("temperature", ty(Double)),
-        ("max_output_tokens", ty(Bigint)),
-        ("max_requests_per_job", ty(Bigint)),
-    ]
+    NAMED_PARAMS.iter().map(|(n, t)| (*n, ty(*t))).collect()
 }
 
 fn is_integer(t: LogicalTypeId) -> bool {

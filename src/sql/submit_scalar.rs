@@ -103,7 +103,7 @@ fn apply_options(req: &mut SubmitRequest, opts: &[(String, Opt)]) -> Result<(), 
             "max_requests_per_job" => req.max_requests_per_job = opt_int(n, v)?,
             "temperature" => req.temperature = opt_float(n, v)?,
             other => {
-                let known: Vec<&str> = super::submit::named().iter().map(|(k, _)| *k).collect();
+                let known: Vec<&str> = super::submit::NAMED.iter().map(|(k, _)| *k).collect();
                 return Err(fail(
                     NAME,
                     format!("unknown option '{other}' (known: {})", known.join(", ")),
