@@ -222,12 +222,29 @@ pub fn write_request_line(
     issue: &IssueInput,
     opts: &RequestOptions,
 ) -> Result<WrittenLine, RequestError> {
+    let user = processor.user_message(issue);
+    let bytes = write_rendered_line(out, custom_id, processor, &user.text, opts)?;
+    Ok(WrittenLine {
+        bytes,
+        truncated: user.truncated(),
+    })
+}
+
+/// Like [`write_request_line`], for a user message the caller already rendered with
+/// [`Processor::user_message`] (so that it can count its tokens without rendering it
+/// twice). Returns the bytes appended, including the trailing `\n`.
+pub fn write_rendered_line(
+    out: &mut Vec<u8>,
+    custom_id: &str,
+    processor: &Processor,
+    user_text: &str,
+    opts: &RequestOptions,
+) -> Result<usize, RequestError> {
     if !is_valid_custom_id(custom_id) {
         return Err(RequestError::InvalidCustomId(custom_id.to_string()));
     }
     let system = processor.system_message_json()?;
     let response_format = processor.response_format_json()?;
-    let user = processor.user_message(issue);
     let line = Line {
         custom_id,
         method: "POST",
@@ -238,7 +255,7 @@ pub fn write_request_line(
                 system,
                 UserMsg {
                     role: "user",
-                    content: &user.text,
+                    content: user_text,
                 },
             ),
             response_format,
@@ -252,10 +269,7 @@ pub fn write_request_line(
         return Err(RequestError::Serialize(e.to_string()));
     }
     out.push(b'\n');
-    Ok(WrittenLine {
-        bytes: out.len() - start,
-        truncated: user.truncated(),
-    })
+    Ok(out.len() - start)
 }
 
 /// What the [`Sharder`] says about the next line.
