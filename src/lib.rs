@@ -3,6 +3,7 @@
 //!
 //! This file is the entrypoint and registration only. See `docs/ARCHITECTURE.md`.
 
+pub mod build;
 pub mod failpoint;
 pub mod profile;
 pub mod refresh;

@@ -14,8 +14,12 @@
 //!   one final state, counts and actual cost recorded, `collected_at` set. Applying is
 //!   idempotent (only `pending` items change, only an uncollected job is applied).
 //!
-//! All writes happen under the runtime's write lock, so two connections refreshing
-//! at once apply each job once.
+//! A job is worked on by one call at a time: refresh, cancel and submit claim its
+//! job id in the runtime (`Runtime::claim_job`) and re-read it under the claim. A
+//! job claimed by another call (a submit still sending it, another connection's
+//! refresh collecting it) is skipped and reported, so two connections refreshing at
+//! once apply each job once, and a job that is being submitted is never taken for
+//! an interrupted one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -89,11 +93,17 @@ struct Job {
     provider_batch_id: Option<String>,
     input_file_id: Option<String>,
     created_epoch: Option<i64>,
+    collected: bool,
 }
 
 const JOB_SQL: &str =
     "SELECT id, job_id, status, processor, coalesce(processor_version, ''), model, \
-    base_url, provider_batch_id, input_file_id, epoch(created_at)::BIGINT FROM batch_jobs";
+    base_url, provider_batch_id, input_file_id, epoch(created_at)::BIGINT, \
+    collected_at IS NOT NULL FROM batch_jobs";
+
+/// The row message of a job another call is working on.
+const BUSY: &str = "skipped: another ai_batch call (a submit, refresh or cancel on another \
+    connection) is working on this job right now (run batch_refresh() again in a moment)";
 
 fn job_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<Job> {
     Ok(Job {
@@ -107,6 +117,7 @@ fn job_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<Job> {
         provider_batch_id: r.get(7)?,
         input_file_id: r.get(8)?,
         created_epoch: r.get(9)?,
+        collected: r.get(10)?,
     })
 }
 
@@ -135,27 +146,32 @@ fn jobs_to_refresh(conn: &Connection, job_id: Option<&str>) -> Result<Vec<Job>, 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Clients by base URL, built once per call.
+/// Clients by base URL, built once per call. The key is read from the environment
+/// when the call starts, and required only when a job needs the network.
 struct Clients {
-    key: String,
+    key: Option<String>,
     by_url: HashMap<String, OpenAiClient>,
 }
 
 impl Clients {
-    fn new() -> Result<Self, RefreshError> {
-        let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
-        if key.trim().is_empty() {
-            return Err(RefreshError::MissingKey);
-        }
-        Ok(Clients {
+    fn new() -> Self {
+        let key = std::env::var("OPENAI_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty());
+        Clients {
             key,
             by_url: HashMap::new(),
-        })
+        }
+    }
+
+    fn require_key(&self) -> Result<&str, RefreshError> {
+        self.key.as_deref().ok_or(RefreshError::MissingKey)
     }
 
     fn get(&mut self, base_url: &str) -> Result<&OpenAiClient, RefreshError> {
         if !self.by_url.contains_key(base_url) {
-            let c = OpenAiClient::new(base_url, self.key.clone(), ClientOptions::default())?;
+            let key = self.require_key()?.to_string();
+            let c = OpenAiClient::new(base_url, key, ClientOptions::default())?;
             self.by_url.insert(base_url.to_string(), c);
         }
         self.by_url
@@ -180,21 +196,53 @@ pub fn refresh(rt: &Arc<Runtime>, job_id: Option<&str>) -> Result<Vec<RefreshRow
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut clients = Clients::new()?;
+    let mut clients = Clients::new();
+    // A missing key fails the call up front, unless no job needs the network.
+    if jobs.iter().any(|j| !j.collected && j.status != "created") {
+        clients.require_key()?;
+    }
     let prices =
         crate::submit::price_table(conn).map_err(|e| RefreshError::Invalid(e.to_string()))?;
     let mut prof = crate::profile::Profiler::new("refresh");
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
+        let Some(_claim) = rt.claim_job(&job.job_id) else {
+            out.push(summary_row(conn, &job, &job.status, 0, BUSY.into())?);
+            continue;
+        };
+        // Read it again under the claim: another call may have moved it meanwhile.
+        let job = load_job(conn, &job.job_id)?;
         let row = match refresh_job(rt, conn, &mut clients, &prices, &job, &mut prof) {
             Ok(r) => r,
             // One job's trouble does not stop the others: it is reported on its row,
             // and the job is left as it was (a later refresh tries again).
-            Err(e) => summary_row(conn, &job, &job.status, 0, format!("not refreshed: {e}"))?,
+            Err(e) => {
+                let hint = match &e {
+                    RefreshError::Provider(p) => what_to_do(p, "batch_refresh()"),
+                    _ => "the job is left as it was; run batch_refresh() again once the cause is fixed"
+                        .to_string(),
+                };
+                summary_row(
+                    conn,
+                    &job,
+                    &job.status,
+                    0,
+                    format!("not refreshed: {e} ({hint})"),
+                )?
+            }
         };
         out.push(row);
     }
     Ok(out)
+}
+
+/// What to do after a provider error that left the job as it was.
+fn what_to_do(e: &OpenAiError, again: &str) -> String {
+    if e.retryable() {
+        format!("temporary trouble at OpenAI; the job is intact, run {again} again later")
+    } else {
+        format!("the job is intact; fix the cause, then run {again} again")
+    }
 }
 
 fn summary_row(
@@ -228,11 +276,22 @@ fn refresh_job(
     prof: &mut crate::profile::Profiler,
 ) -> Result<RefreshRow, RefreshError> {
     let old = job.status.clone();
+    if job.collected {
+        return summary_row(
+            conn,
+            job,
+            &old,
+            0,
+            format!(
+                "already collected, nothing to do (the job is {})",
+                job.status
+            ),
+        );
+    }
     match job.status.as_str() {
         "created" => {
-            let msg =
-                "interrupted before the request file was uploaded; nothing reached the provider \
-                       (batch_retry sends these issues again)";
+            let msg = "interrupted before the upload of its request file was recorded; \
+                no batch was created (batch_retry sends these issues again)";
             let _g = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             store::fail_job(conn, job.pk, "interrupted", msg)?;
             store::mark_collected(conn, job.pk)?;
@@ -407,6 +466,10 @@ fn collect(
 
     // What happens to items the files do not mention.
     let batch_error = batch_errors_text(batch);
+    let errors_name_lines = batch
+        .errors
+        .as_ref()
+        .is_some_and(|e| e.data.iter().any(|d| d.line.is_some()));
     let (left_status, left_code, left_msg): (&str, String, String) = match &batch.status {
         BatchStatus::Expired => (
             "expired",
@@ -417,6 +480,17 @@ fn collect(
             "cancelled",
             "batch_cancelled".into(),
             "the batch was cancelled before this request ran (batch_retry sends it again)".into(),
+        ),
+        // Validation errors that name lines blame those lines (below); the other
+        // requests never ran because of them.
+        BatchStatus::Failed if errors_name_lines => (
+            "failed",
+            "batch_failed".into(),
+            format!(
+                "never run: the batch failed validation at the provider because of other lines \
+                 of the request file ({}) (batch_retry sends this request again)",
+                batch_error.clone().unwrap_or_default()
+            ),
         ),
         BatchStatus::Failed => {
             let code = batch
@@ -442,24 +516,21 @@ fn collect(
     };
     // Validation errors that name a line of our input file name an item: line N is
     // the Nth item of the job in id order (the order the file was written in).
-    let line_errors: Vec<(i64, String, String)> = batch
-        .errors
-        .as_ref()
-        .map(|e| {
-            e.data
-                .iter()
-                .filter_map(|d| {
-                    d.line.map(|l| {
-                        (
-                            l as i64,
-                            d.code.clone().unwrap_or_else(|| "invalid_request".into()),
-                            d.message.clone().unwrap_or_default(),
-                        )
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // Several errors on one line make one entry (the first code, every message), so
+    // each item gets exactly one staged row.
+    let mut line_errors: Vec<(i64, String, String)> = Vec::new();
+    for d in batch.errors.iter().flat_map(|e| e.data.iter()) {
+        let Some(line) = d.line else { continue };
+        let code = d.code.clone().unwrap_or_else(|| "invalid_request".into());
+        let text = format!("{code}: {}", d.message.as_deref().unwrap_or(""));
+        match line_errors.iter_mut().find(|e| e.0 == line as i64) {
+            Some(e) => {
+                e.2.push_str("; ");
+                e.2.push_str(&text);
+            }
+            None => line_errors.push((line as i64, code, text)),
+        }
+    }
 
     let _guard = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
     conn.execute_batch(
@@ -467,7 +538,6 @@ fn collect(
          error_code VARCHAR, error_message VARCHAR, input_tokens BIGINT, output_tokens BIGINT, \
          cost DOUBLE, result VARCHAR)",
     )?;
-    let mut invalid_answers = 0i64;
     {
         let mut app = conn.appender("ai_batch_results")?;
         for o in &parsed.outcomes {
@@ -494,21 +564,16 @@ fn collect(
                     status,
                     code,
                     message,
-                } => {
-                    if o.input_tokens.is_some() {
-                        invalid_answers += 1;
-                    }
-                    app.append_row(params![
-                        o.custom_id,
-                        *status,
-                        code,
-                        message,
-                        o.input_tokens,
-                        o.output_tokens,
-                        cost,
-                        None::<String>
-                    ])?
-                }
+                } => app.append_row(params![
+                    o.custom_id,
+                    *status,
+                    code,
+                    message,
+                    o.input_tokens,
+                    o.output_tokens,
+                    cost,
+                    None::<String>
+                ])?,
             }
         }
         app.flush()?;
@@ -530,6 +595,7 @@ fn collect(
     let applied = store::apply_results(
         conn,
         job.pk,
+        batch.status.as_str(),
         &job.processor,
         &job.processor_version,
         &job.model,
@@ -543,7 +609,7 @@ fn collect(
         applied: applied.applied,
         unknown: applied.unknown,
         duplicates: parsed.duplicate_lines as i64,
-        invalid_answers,
+        invalid_answers: applied.invalid_answers,
     })
 }
 
@@ -552,6 +618,14 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
     let conn = rt.lease()?;
     let conn: &Connection = &conn;
     store::ensure_schema(conn)?;
+    let job = load_job(conn, job_id)?;
+    let Some(_claim) = rt.claim_job(&job.job_id) else {
+        return Err(RefreshError::Invalid(format!(
+            "job {job_id} is busy: another ai_batch call (a submit, refresh or cancel on another \
+             connection) is working on it right now (run batch_cancel('{job_id}') again in a moment)"
+        )));
+    };
+    // Read it again under the claim.
     let job = load_job(conn, job_id)?;
     let old = job.status.clone();
     if !ACTIVE_STATUSES.contains(&job.status.as_str()) {
@@ -563,7 +637,14 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
             format!("nothing to cancel: the job is already {}", job.status),
         );
     }
-    let mut clients = Clients::new()?;
+    if job.status == "created" && job.provider_batch_id.is_none() {
+        // Interrupted before its file was uploaded: nothing at the provider.
+        let msg = "cancelled before it reached the provider";
+        let _g = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        store::cancel_local_job(conn, job.pk, msg)?;
+        return summary_row(conn, &job, &old, 0, msg.into());
+    }
+    let mut clients = Clients::new();
     let client = clients.get(&job_base_url(&job))?;
     // A job whose create may have been lost: find its batch first.
     let batch_id = match (&job.provider_batch_id, job.status.as_str()) {
@@ -588,7 +669,12 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
         Err(e) if e.status() == Some(409) || e.status() == Some(400) => {
             client.retrieve_batch(&batch_id)?
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            let hint = what_to_do(&e, &format!("batch_cancel('{}')", job.job_id));
+            return Err(RefreshError::Invalid(format!(
+                "{e} ({hint}; cancelling twice is harmless)"
+            )));
+        }
     };
     if job.provider_batch_id.is_none() {
         store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;

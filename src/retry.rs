@@ -4,11 +4,13 @@
 //! An item that has been tried [`MAX_ATTEMPTS`] times, or that failed for a reason a
 //! retry cannot fix ([`NON_RETRYABLE_CODES`]), is left alone and reported. The new
 //! job goes through the same path as `batch_submit` (skip checks included), records
-//! `retry_of`, and its items carry the attempt number.
+//! `retry_of`, and its items carry the attempt number. A job is retried once: what
+//! still fails in the retry is retried from the retry job (`batch_retry` of a job
+//! that already has a retry names it), so attempts count along the chain.
 
 use std::sync::Arc;
 
-use duckdb::{params, Connection};
+use duckdb::{params, Connection, OptionalExt};
 
 use crate::refresh::ACTIVE_STATUSES;
 use crate::runtime::Runtime;
@@ -56,6 +58,20 @@ pub fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, SubmitError
         if !collected && job.provider_batch_id.is_some() {
             return Err(SubmitError::Invalid(format!(
                 "the results of job {job_id} are not collected yet (run batch_refresh() first)"
+            )));
+        }
+        // Its items already went to a retry job: sending them again from here would
+        // duplicate work and restart their attempt count.
+        let retried_by: Option<String> = conn
+            .query_row(
+                "SELECT job_id FROM batch_jobs WHERE retry_of = ? ORDER BY id DESC LIMIT 1",
+                params![job_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = retried_by {
+            return Err(SubmitError::Invalid(format!(
+                "job {job_id} was already retried by {other} (run batch_retry('{other}') for what still failed there)"
             )));
         }
         let codes = NON_RETRYABLE_CODES

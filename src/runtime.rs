@@ -18,6 +18,7 @@
 //! release off (for hosts that keep a database open with zero connections);
 //! `batch_release()` releases explicitly.
 
+use std::collections::HashSet;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -63,7 +64,24 @@ pub struct Runtime {
     /// Serialises the extension's writers so two submits never interleave their
     /// skip check and their item inserts (see `store`).
     pub write_lock: Mutex<()>,
+    /// Job ids a call of this instance is working on right now (a submit sending
+    /// them, a refresh or cancel reconciling or collecting them). Only one process
+    /// can open a database for writing, so a job in `created` / `uploaded` that is
+    /// not claimed here was interrupted, and one that is claimed must be left alone.
+    in_flight: Mutex<HashSet<String>>,
     released_flag: AtomicBool,
+}
+
+/// A claim on one job id, held while a call works on it; released on drop.
+pub struct JobClaim {
+    runtime: Arc<Runtime>,
+    job_id: String,
+}
+
+impl Drop for JobClaim {
+    fn drop(&mut self) {
+        lock(&self.runtime.in_flight).remove(&self.job_id);
+    }
 }
 
 /// A pool connection on loan; it goes back to the pool (or is closed, after
@@ -127,6 +145,7 @@ impl Runtime {
             auto_release,
             watchdog: Mutex::new(None),
             write_lock: Mutex::new(()),
+            in_flight: Mutex::new(HashSet::new()),
             released_flag: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&rt);
@@ -176,6 +195,17 @@ impl Runtime {
             drop(st);
             self.returned.notify_one();
         }
+    }
+
+    /// Claims `job_id` for the caller; `None` when another call holds it.
+    pub fn claim_job(self: &Arc<Self>, job_id: &str) -> Option<JobClaim> {
+        if !lock(&self.in_flight).insert(job_id.to_string()) {
+            return None;
+        }
+        Some(JobClaim {
+            runtime: Arc::clone(self),
+            job_id: job_id.to_string(),
+        })
     }
 
     /// True once the pool has been given back.

@@ -137,7 +137,12 @@ CROSS JOIN UNNEST(from_json(a.result->'recommended_labels',
                             '[{"label":"VARCHAR","reasoning":"VARCHAR"}]')) AS u(rec)
 "#;
 
-/// Creates the result views when the tables they join exist.
+/// The columns of `issues` that `product_labels` reads.
+const VIEW_ISSUE_COLUMNS: [&str; 5] = ["id", "org", "repo", "number", "title"];
+
+/// Creates the result views when the tables they join exist. An `issues` table
+/// that lacks a column the view reads (not the gh-analysis schema) gets no view;
+/// that never stops a `batch_*` function.
 fn ensure_views(conn: &Connection) -> Result<(), StoreError> {
     if table_exists(conn, "product_labels")? || !table_exists(conn, "issues")? {
         return Ok(());
@@ -145,12 +150,26 @@ fn ensure_views(conn: &Connection) -> Result<(), StoreError> {
     if is_read_only(conn)? {
         return Ok(());
     }
-    if let Err(e) = conn.execute_batch(PRODUCT_LABELS_VIEW) {
-        // A concurrent creator wins; anything else is reported.
-        if !table_exists(conn, "product_labels")? {
-            return Err(StoreError::Create(e.to_string()));
-        }
+    let wanted = VIEW_ISSUE_COLUMNS
+        .iter()
+        .map(|c| format!("'{c}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let present: i64 = conn.query_row(
+        &format!(
+            "SELECT count(DISTINCT column_name) FROM duckdb_columns() \
+             WHERE database_name = current_database() AND schema_name = current_schema() \
+               AND table_name = 'issues' AND column_name IN ({wanted})"
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    if present < VIEW_ISSUE_COLUMNS.len() as i64 {
+        return Ok(());
     }
+    // Best effort: an `issues` table of another shape (no gh-analysis columns) gets no
+    // view, and that must not stop the functions that do not need it.
+    let _ = conn.execute_batch(PRODUCT_LABELS_VIEW);
     Ok(())
 }
 
@@ -163,8 +182,14 @@ pub fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
     if is_read_only(conn)? {
         return Err(StoreError::ReadOnlyWithoutTables);
     }
-    // Two connections may race to create: a write-write conflict on the catalog
-    // is answered by looking again.
+    // Calls of this process create one at a time (a static lock holds no database
+    // handle); another process' creator shows up as a write-write conflict on the
+    // catalog, answered by looking again.
+    static DDL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = DDL.lock().unwrap_or_else(|e| e.into_inner());
+    if owned_tables_present(conn)? == OWNED_TABLES.len() {
+        return ensure_views(conn);
+    }
     for attempt in 0..3 {
         let r = conn.execute_batch(&format!("BEGIN; {SCHEMA_DDL} COMMIT;"));
         match r {
@@ -409,7 +434,8 @@ pub fn fail_job(
     }
 }
 
-/// Records a polled provider status and the result file ids.
+/// Records a polled provider status and the result file ids. A collected job is
+/// final and left as it is (a stale poll never moves it back).
 pub fn job_polled(
     conn: &Connection,
     job_pk: i64,
@@ -420,7 +446,7 @@ pub fn job_polled(
     conn.execute(
         "UPDATE batch_jobs SET status = ?, output_file_id = coalesce(?, output_file_id), \
                 error_file_id = coalesce(?, error_file_id), updated_at = current_timestamp \
-         WHERE id = ?",
+         WHERE id = ? AND collected_at IS NULL",
         params![status, output_file_id, error_file_id, job_pk],
     )?;
     Ok(())
@@ -468,15 +494,20 @@ pub struct ApplyCounts {
     pub applied: i64,
     /// Result lines whose custom id is not an item of this job.
     pub unknown: i64,
+    /// Items of this job whose answer came back (and was billed) but was unusable.
+    pub invalid_answers: i64,
 }
 
 /// Applies the staged results (temp table `ai_batch_results`) of a terminal job in
 /// one transaction: analyses for completed items, a final state for every pending
-/// item (items no line mentions get `leftover`), counts, tokens, actual cost,
-/// `collected_at`. A job already collected is left untouched (idempotent).
+/// item (items no line mentions get `leftover`), the provider's final `status`,
+/// counts, tokens, actual cost, `collected_at`. A job already collected is left
+/// untouched (idempotent).
+#[allow(clippy::too_many_arguments)]
 pub fn apply_results(
     conn: &Connection,
     job_pk: i64,
+    status: &str,
     processor: &str,
     processor_version: &str,
     model: &str,
@@ -499,6 +530,13 @@ pub fn apply_results(
             params![job_pk],
             |r| r.get(0),
         )?;
+        let invalid_answers: i64 = conn.query_row(
+            "SELECT count(*) FROM ai_batch_results r JOIN batch_items b \
+               ON b.custom_id = r.custom_id AND b.batch_job_id = ? \
+             WHERE b.status = 'pending' AND r.status <> 'completed' AND r.input_tokens IS NOT NULL",
+            params![job_pk],
+            |r| r.get(0),
+        )?;
         conn.execute(
             "INSERT INTO ai_analyses (issue_id, processor, processor_version, model, batch_job_id, \
                     batch_item_id, result, input_tokens, output_tokens, cost) \
@@ -518,15 +556,15 @@ pub fn apply_results(
                AND batch_items.status = 'pending'",
             params![job_pk],
         )? as i64;
-        let (status, code, message) = leftover;
+        let (left_status, code, message) = leftover;
         conn.execute(
             "UPDATE batch_items SET status = ?, error_code = ?, error_message = ?, \
                     updated_at = current_timestamp \
              WHERE batch_job_id = ? AND status = 'pending'",
-            params![status, code, message, job_pk],
+            params![left_status, code, message, job_pk],
         )?;
         conn.execute(
-            "UPDATE batch_jobs SET \
+            "UPDATE batch_jobs SET status = ?, \
                 completed_count = s.completed, failed_count = s.not_completed, \
                 input_tokens = s.input_tokens, output_tokens = s.output_tokens, \
                 actual_cost = round(s.cost, 4), error_message = coalesce(?, error_message), \
@@ -539,10 +577,14 @@ pub fn apply_results(
                           coalesce(sum(cost), 0) AS cost \
                    FROM batch_items WHERE batch_job_id = ?) s \
              WHERE batch_jobs.id = ?",
-            params![job_error, job_pk, job_pk],
+            params![status, job_error, job_pk, job_pk],
         )?;
         crate::failpoint::hit("refresh_before_commit");
-        Ok(ApplyCounts { applied, unknown })
+        Ok(ApplyCounts {
+            applied,
+            unknown,
+            invalid_answers,
+        })
     })();
     match r {
         Ok(c) => {

@@ -27,8 +27,8 @@ use ai_batch_core::openai::{
     ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT, COMPLETION_WINDOW_24H,
     DEFAULT_BASE_URL, JOB_ID_METADATA_KEY,
 };
-use ai_batch_core::processor::{self, CommentInput, IssueInput, Processor};
-use ai_batch_core::requests::{custom_id, RequestOptions, Shard, ShardWriter, Sharder};
+use ai_batch_core::processor::{self, Processor};
+use ai_batch_core::requests::{custom_id, RequestOptions};
 use duckdb::{params, Connection};
 
 use crate::runtime::Runtime;
@@ -372,56 +372,47 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         });
     }
 
-    let issues = read_issues(conn)?;
-    prof.mark("read_issues", issues.len() as u64);
     let prices = price_table(conn)?;
     let history_avg = if tracked {
         output_history_average(conn, &req.processor, &req.model)?
     } else {
         None
     };
-    let estimate = cost::estimate_job(proc_, &req.model, &issues, &prices, history_avg)
-        .map_err(|e| SubmitError::Build(e.to_string()))?;
-    prof.mark("count_tokens", issues.len() as u64);
-    let tokens_by_issue: std::collections::HashMap<i64, u64> = issues
-        .iter()
-        .map(|i| i.id)
-        .zip(estimate.input_tokens_per_issue.iter().copied())
-        .collect();
     // The model cannot bill more output than max_output_tokens allows.
-    let out_each = match req.max_output_tokens {
-        Some(cap) if cap > 0 => estimate.output_tokens_per_issue.min(cap as u64),
-        _ => estimate.output_tokens_per_issue,
+    let out_each = {
+        let e = cost::expected_output_tokens(proc_, &req.model, history_avg);
+        match req.max_output_tokens {
+            Some(cap) if cap > 0 => e.min(cap as u64),
+            _ => e,
+        }
     };
-    let price = estimate.price.clone();
+    let (price, note) = price_and_note(&prices, &req.model);
 
-    let shards = build_shards(proc_, &opts, &issues, req)?;
-    prof.mark(
-        "build_jsonl",
-        shards.iter().map(|s| s.jsonl.len() as u64).sum(),
-    );
-    drop(issues);
+    // Request files: streamed from the database to the spool, counted on every core.
+    let spool = if req.dry_run {
+        None
+    } else {
+        Some(spool_dir()?)
+    };
+    let max_lines = req.max_requests_per_job.map(|n| n as usize);
+    let built = crate::build::build_requests(conn, proc_, &opts, max_lines, spool.as_deref())?;
+    prof.mark("build_requests", built.iter().map(|b| b.bytes).sum());
+    let planned: Vec<PlannedJob> = built
+        .into_iter()
+        .map(|b| {
+            let input = b.input_tokens();
+            let output = out_each * b.issue_ids.len() as u64;
+            PlannedJob {
+                cost_estimate: price
+                    .as_ref()
+                    .map(|p| cost::estimate_cost(input, output, p)),
+                input_tokens: input,
+                output_tokens: output,
+                built: b,
+            }
+        })
+        .collect();
 
-    let mut planned: Vec<PlannedJob> = Vec::with_capacity(shards.len());
-    for shard in shards {
-        let input: u64 = shard
-            .issue_ids
-            .iter()
-            .map(|id| tokens_by_issue.get(id).copied().unwrap_or(0))
-            .sum();
-        let output = out_each * shard.issue_ids.len() as u64;
-        let cost_estimate = price
-            .as_ref()
-            .map(|p| cost::estimate_cost(input, output, p));
-        planned.push(PlannedJob {
-            shard,
-            input_tokens: input,
-            output_tokens: output,
-            cost_estimate,
-        });
-    }
-
-    let note = estimate.note.clone();
     if req.dry_run {
         drop_temp(conn);
         let jobs = planned
@@ -429,7 +420,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             .map(|p| JobOutcome {
                 job_id: None,
                 status: "dry_run".into(),
-                submitted: p.shard.issue_ids.len() as i64,
+                submitted: p.built.issue_ids.len() as i64,
                 estimated_input_tokens: p.input_tokens as i64,
                 estimated_output_tokens: p.output_tokens as i64,
                 cost_estimate: p.cost_estimate,
@@ -443,17 +434,8 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         return Ok(SubmitResult { summary, jobs });
     }
 
-    // Spool the files, then commit jobs + items before any network call.
-    let spool = spool_dir()?;
-    let mut files = Vec::with_capacity(planned.len());
-    for p in &planned {
-        let path = spool.join(format!("{}.jsonl", p.shard.job_id));
-        std::fs::write(&path, &p.shard.jsonl)
-            .map_err(|e| SubmitError::Spool(format!("{}: {e}", path.display())))?;
-        files.push(path);
-    }
-    prof.mark("spool", planned.len() as u64);
-    let job_rows = record_jobs(conn, req, proc_, &planned, &tokens_by_issue, &summary)?;
+    // Commit jobs + items before any network call.
+    let job_rows = record_jobs(conn, req, proc_, &planned, &summary)?;
     prof.mark("record_items", summary.to_submit as u64);
     crate::failpoint::hit("submit_after_record");
     drop_temp(conn);
@@ -465,12 +447,15 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     };
     let mut outcomes = Vec::with_capacity(planned.len());
     let mut earlier_failure: Option<String> = None;
-    for ((p, path), job_pk) in planned.iter().zip(files.iter()).zip(job_rows) {
-        let job_id = &p.shard.job_id;
+    for (p, job_pk) in planned.iter().zip(job_rows) {
+        let job_id = &p.built.job_id;
+        let Some(path) = p.built.path.as_deref() else {
+            continue;
+        };
         let base = JobOutcome {
             job_id: Some(job_id.clone()),
             status: String::new(),
-            submitted: p.shard.issue_ids.len() as i64,
+            submitted: p.built.issue_ids.len() as i64,
             estimated_input_tokens: p.input_tokens as i64,
             estimated_output_tokens: p.output_tokens as i64,
             cost_estimate: p.cost_estimate,
@@ -521,7 +506,7 @@ fn with_note(msg: String, note: &Option<String>) -> String {
 }
 
 struct PlannedJob {
-    shard: Shard,
+    built: crate::build::BuiltJob,
     input_tokens: u64,
     output_tokens: u64,
     cost_estimate: Option<f64>,
@@ -784,53 +769,6 @@ fn drop_temp(conn: &Connection) {
     );
 }
 
-/// Reads the issues to submit, with their labels and comments, in id order.
-fn read_issues(conn: &Connection) -> Result<Vec<IssueInput>, SubmitError> {
-    let labels = if store::table_exists(conn, "labels")? {
-        "(SELECT to_json(list(l.name ORDER BY l.name))::VARCHAR FROM labels l WHERE l.issue_id = i.id)"
-    } else {
-        "NULL::VARCHAR"
-    };
-    let comments = if store::table_exists(conn, "comments")? {
-        "(SELECT to_json(list({'author': coalesce(c.author_login, ''), 'body': coalesce(c.body, '')} \
-                 ORDER BY c.position))::VARCHAR FROM comments c WHERE c.issue_id = i.id)"
-    } else {
-        "NULL::VARCHAR"
-    };
-    let sql = format!(
-        "SELECT i.id, coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0)::BIGINT, \
-                coalesce(i.title, ''), i.body, coalesce(i.state, ''), {labels}, {comments} \
-         FROM issues i JOIN ai_batch_todo t ON t.id = i.id ORDER BY i.id"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let labels: Option<String> = r.get(7)?;
-        let comments: Option<String> = r.get(8)?;
-        let labels: Vec<String> = match labels {
-            Some(j) => serde_json::from_str(&j).map_err(|e| SubmitError::Build(e.to_string()))?,
-            None => Vec::new(),
-        };
-        let comments: Vec<CommentInput> = match comments {
-            Some(j) => serde_json::from_str(&j).map_err(|e| SubmitError::Build(e.to_string()))?,
-            None => Vec::new(),
-        };
-        out.push(IssueInput {
-            id: r.get(0)?,
-            org: r.get(1)?,
-            repo: r.get(2)?,
-            number: r.get(3)?,
-            title: r.get(4)?,
-            body: r.get(5)?,
-            state: r.get(6)?,
-            labels,
-            comments,
-        });
-    }
-    Ok(out)
-}
-
 /// The built-in batch prices, overridden by rows of a user table `ai_batch_prices(model,
 /// input_per_mtok, output_per_mtok)` when it exists.
 pub fn price_table(conn: &Connection) -> Result<PriceTable, SubmitError> {
@@ -852,6 +790,35 @@ pub fn price_table(conn: &Connection) -> Result<PriceTable, SubmitError> {
     table
         .with_overrides(rows)
         .map_err(|e| SubmitError::Invalid(format!("ai_batch_prices: {e}")))
+}
+
+/// The price row for `model` and a note for the user when the estimate is partial
+/// (no exact tokenizer, or no price).
+fn price_and_note(prices: &PriceTable, model: &str) -> (Option<ModelPrice>, Option<String>) {
+    let mut notes = Vec::new();
+    let (encoding, exact) = cost::Encoding::for_model_or_approx(model);
+    if !exact {
+        notes.push(format!(
+            "tokens counted with {} as an approximation: no tokenizer is known for model '{model}'",
+            encoding.name()
+        ));
+    }
+    let price = match prices.lookup(model) {
+        Ok(m) => {
+            if m.kind == cost::MatchKind::Prefix {
+                notes.push(format!(
+                    "priced as '{}' (closest known model)",
+                    m.price.model
+                ));
+            }
+            Some(m.price.clone())
+        }
+        Err(no) => {
+            notes.push(no.to_string());
+            None
+        }
+    };
+    (price, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 
 fn output_history_average(
@@ -901,33 +868,6 @@ fn civil_from_unix(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
 }
 
-fn build_shards(
-    proc_: &Processor,
-    opts: &RequestOptions,
-    issues: &[IssueInput],
-    req: &SubmitRequest,
-) -> Result<Vec<Shard>, SubmitError> {
-    let sharder = match req.max_requests_per_job {
-        Some(n) => Sharder::with_limits(n as usize, ai_batch_core::requests::DEFAULT_SHARD_BYTES),
-        None => Sharder::new(),
-    };
-    let mut w = ShardWriter::new(proc_, opts, sharder, new_job_id)
-        .map_err(|e| SubmitError::Build(e.to_string()))?;
-    let mut shards = Vec::new();
-    for issue in issues {
-        if let Some(done) = w
-            .push(issue)
-            .map_err(|e| SubmitError::Build(e.to_string()))?
-        {
-            shards.push(done);
-        }
-    }
-    if let Some(last) = w.finish() {
-        shards.push(last);
-    }
-    Ok(shards)
-}
-
 fn spool_dir() -> Result<PathBuf, SubmitError> {
     let dir = std::env::var_os("AI_BATCH_SPOOL_DIR")
         .map(PathBuf::from)
@@ -944,7 +884,6 @@ fn record_jobs(
     req: &SubmitRequest,
     proc_: &Processor,
     planned: &[PlannedJob],
-    tokens_by_issue: &std::collections::HashMap<i64, u64>,
     summary: &SelectionSummary,
 ) -> Result<Vec<i64>, SubmitError> {
     let options = serde_json::json!({
@@ -969,12 +908,12 @@ fn record_jobs(
                     estimated_output_tokens, selection_query, options, base_url, updated_at) \
                  VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
                 params![
-                    p.shard.job_id,
+                    p.built.job_id,
                     req.provider,
                     proc_.name(),
                     proc_.version(),
                     req.model,
-                    p.shard.issue_ids.len() as i64,
+                    p.built.issue_ids.len() as i64,
                     skipped,
                     p.cost_estimate,
                     p.input_tokens as i64,
@@ -995,14 +934,13 @@ fn record_jobs(
                     "estimated_input_tokens",
                 ],
             )?;
-            for id in &p.shard.issue_ids {
-                let tokens = tokens_by_issue.get(id).copied().unwrap_or(0) as i64;
+            for (id, tokens) in p.built.issue_ids.iter().zip(&p.built.tokens) {
                 app.append_row(params![
                     pk,
                     id,
-                    custom_id(&p.shard.job_id, *id),
+                    custom_id(&p.built.job_id, *id),
                     "pending",
-                    tokens
+                    *tokens as i64
                 ])?;
             }
             app.flush()?;

@@ -173,7 +173,7 @@ pub fn count_many(texts: &[&str]) -> Vec<usize> {
 
 /// Maps `f` over `items` on up to `available_parallelism` threads, balancing by
 /// `weight` (bytes of text). Small inputs run on the calling thread.
-fn par_map<T: Sync, R: Send>(
+pub fn par_map<T: Sync, R: Send>(
     items: &[T],
     weight: impl Fn(&T) -> usize,
     f: impl Fn(&T) -> R + Sync,

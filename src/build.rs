@@ -1,0 +1,251 @@
+//! Building the request files of a submit, streaming.
+//!
+//! Issues are read from the database in id order, a batch at a time (keyset
+//! pagination over the temp table `ai_batch_todo`), so memory holds one batch, not
+//! the selection. Each batch's user messages are rendered and their tokens counted on
+//! every core; the lines are then serialised in order and written straight to the
+//! current shard's spool file. A new shard (and so a new job id) starts whenever the
+//! provider's per-batch limits would be crossed.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use ai_batch_core::cost::{par_map, Encoding, RequestTokenCounter};
+use ai_batch_core::processor::{CommentInput, IssueInput, Processor};
+use ai_batch_core::requests::{
+    custom_id, validate_job_id, write_rendered_line, RequestOptions, ShardStep, Sharder,
+    DEFAULT_SHARD_BYTES, MAX_REQUESTS_PER_BATCH,
+};
+use duckdb::{params, Connection};
+
+use crate::store;
+use crate::submit::{new_job_id, SubmitError};
+
+/// Issues read from the database per round trip.
+pub const READ_BATCH: i64 = 4096;
+
+/// One job's worth of requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltJob {
+    /// The job id every custom id of this file carries.
+    pub job_id: String,
+    /// The spool file (None for a dry run, which writes nothing).
+    pub path: Option<PathBuf>,
+    /// The issues, in line order.
+    pub issue_ids: Vec<i64>,
+    /// Input tokens of each request, in line order.
+    pub tokens: Vec<u64>,
+    /// Bytes of the request file.
+    pub bytes: u64,
+}
+
+impl BuiltJob {
+    /// Input tokens of the whole job.
+    pub fn input_tokens(&self) -> u64 {
+        self.tokens.iter().sum()
+    }
+}
+
+fn build_err(e: impl std::fmt::Display) -> SubmitError {
+    SubmitError::Build(e.to_string())
+}
+
+fn spool_err(path: &Path, e: std::io::Error) -> SubmitError {
+    SubmitError::Spool(format!("{}: {e}", path.display()))
+}
+
+/// A shard being written.
+struct Open {
+    job: BuiltJob,
+    file: Option<BufWriter<File>>,
+}
+
+impl Open {
+    fn new(spool: Option<&Path>) -> Result<Self, SubmitError> {
+        let job_id = new_job_id();
+        validate_job_id(&job_id).map_err(build_err)?;
+        let (path, file) = match spool {
+            Some(dir) => {
+                let path = dir.join(format!("{job_id}.jsonl"));
+                let f = File::create(&path).map_err(|e| spool_err(&path, e))?;
+                (Some(path), Some(BufWriter::with_capacity(1 << 20, f)))
+            }
+            None => (None, None),
+        };
+        Ok(Open {
+            job: BuiltJob {
+                job_id,
+                path,
+                issue_ids: Vec::new(),
+                tokens: Vec::new(),
+                bytes: 0,
+            },
+            file,
+        })
+    }
+
+    fn write(&mut self, line: &[u8], issue_id: i64, tokens: u64) -> Result<(), SubmitError> {
+        if let (Some(f), Some(p)) = (self.file.as_mut(), self.job.path.as_ref()) {
+            f.write_all(line).map_err(|e| spool_err(p, e))?;
+        }
+        self.job.issue_ids.push(issue_id);
+        self.job.tokens.push(tokens);
+        self.job.bytes += line.len() as u64;
+        Ok(())
+    }
+
+    fn close(self) -> Result<BuiltJob, SubmitError> {
+        if let (Some(f), Some(p)) = (self.file, self.job.path.as_ref()) {
+            let f = f.into_inner().map_err(|e| spool_err(p, e.into_error()))?;
+            f.sync_all().map_err(|e| spool_err(p, e))?;
+        }
+        Ok(self.job)
+    }
+}
+
+/// Builds the request files for the issues in `ai_batch_todo`. `spool` None: a dry
+/// run (lines are built and counted, nothing is written).
+pub fn build_requests(
+    conn: &Connection,
+    processor: &Processor,
+    opts: &RequestOptions,
+    max_requests_per_job: Option<usize>,
+    spool: Option<&Path>,
+) -> Result<Vec<BuiltJob>, SubmitError> {
+    let (encoding, _) = Encoding::for_model_or_approx(&opts.model);
+    let counter = RequestTokenCounter::new(processor, encoding).map_err(build_err)?;
+    let mut sharder = Sharder::with_limits(
+        max_requests_per_job.unwrap_or(MAX_REQUESTS_PER_BATCH),
+        DEFAULT_SHARD_BYTES,
+    );
+    let reader = IssueReader::new(conn)?;
+    let mut done: Vec<BuiltJob> = Vec::new();
+    let mut open = Open::new(spool)?;
+    let mut line: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut after = i64::MIN;
+    loop {
+        let (issues, last) = reader.read_after(conn, after)?;
+        let Some(last) = last else {
+            break;
+        };
+        after = last;
+        // Render and count on every core; serialise in order on this thread.
+        let rendered = par_map(
+            &issues,
+            |i| {
+                i.title.len()
+                    + i.body.as_ref().map_or(0, String::len)
+                    + i.comments.iter().map(|c| c.body.len()).sum::<usize>()
+            },
+            |i| {
+                let text = processor.user_message(i).text;
+                let tokens = counter.count_user_text(&text) as u64;
+                (text, tokens)
+            },
+        );
+        for (issue, (text, tokens)) in issues.iter().zip(rendered) {
+            line.clear();
+            write_rendered_line(
+                &mut line,
+                &custom_id(&open.job.job_id, issue.id),
+                processor,
+                &text,
+                opts,
+            )
+            .map_err(build_err)?;
+            if sharder.push(issue.id, line.len()).map_err(build_err)? == ShardStep::StartNew {
+                let next = Open::new(spool)?;
+                done.push(std::mem::replace(&mut open, next).close()?);
+                // The custom id carries the job id: write the line again for the new job.
+                line.clear();
+                write_rendered_line(
+                    &mut line,
+                    &custom_id(&open.job.job_id, issue.id),
+                    processor,
+                    &text,
+                    opts,
+                )
+                .map_err(build_err)?;
+            }
+            open.write(&line, issue.id, tokens)?;
+        }
+    }
+    if !open.job.issue_ids.is_empty() {
+        done.push(open.close()?);
+    } else if let Some(p) = &open.job.path {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(done)
+}
+
+/// Reads the issues to submit with their labels and comments, a batch at a time.
+struct IssueReader {
+    sql: String,
+}
+
+impl IssueReader {
+    fn new(conn: &Connection) -> Result<Self, SubmitError> {
+        let labels = if store::table_exists(conn, "labels")? {
+            "(SELECT to_json(list(l.name ORDER BY l.name))::VARCHAR FROM labels l WHERE l.issue_id = i.id)"
+        } else {
+            "NULL::VARCHAR"
+        };
+        let comments = if store::table_exists(conn, "comments")? {
+            "(SELECT to_json(list({'author': coalesce(c.author_login, ''), 'body': coalesce(c.body, '')} \
+                     ORDER BY c.position))::VARCHAR FROM comments c WHERE c.issue_id = i.id)"
+        } else {
+            "NULL::VARCHAR"
+        };
+        Ok(IssueReader {
+            sql: format!(
+                "WITH t AS (SELECT id FROM ai_batch_todo WHERE id > ? ORDER BY id LIMIT {READ_BATCH}) \
+                 SELECT t.id, coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0)::BIGINT, \
+                        coalesce(i.title, ''), i.body, coalesce(i.state, ''), {labels}, {comments}, \
+                        i.id IS NULL AS gone \
+                 FROM t LEFT JOIN issues i ON i.id = t.id ORDER BY t.id"
+            ),
+        })
+    }
+
+    /// The next batch after issue id `after`, and the last id of the batch (None when
+    /// done). An issue deleted since it was selected is passed over.
+    fn read_after(
+        &self,
+        conn: &Connection,
+        after: i64,
+    ) -> Result<(Vec<IssueInput>, Option<i64>), SubmitError> {
+        let mut stmt = conn.prepare_cached(&self.sql)?;
+        let mut rows = stmt.query(params![after])?;
+        let mut out = Vec::with_capacity(READ_BATCH as usize);
+        let mut last = None;
+        while let Some(r) = rows.next()? {
+            last = Some(r.get::<_, i64>(0)?);
+            if r.get::<_, bool>(9)? {
+                continue;
+            }
+            let labels: Option<String> = r.get(7)?;
+            let comments: Option<String> = r.get(8)?;
+            let labels: Vec<String> = match labels {
+                Some(j) => serde_json::from_str(&j).map_err(build_err)?,
+                None => Vec::new(),
+            };
+            let comments: Vec<CommentInput> = match comments {
+                Some(j) => serde_json::from_str(&j).map_err(build_err)?,
+                None => Vec::new(),
+            };
+            out.push(IssueInput {
+                id: r.get(0)?,
+                org: r.get(1)?,
+                repo: r.get(2)?,
+                number: r.get(3)?,
+                title: r.get(4)?,
+                body: r.get(5)?,
+                state: r.get(6)?,
+                labels,
+                comments,
+            });
+        }
+        Ok((out, last))
+    }
+}
