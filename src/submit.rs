@@ -434,6 +434,12 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         return Ok(SubmitResult { summary, jobs });
     }
 
+    // Claim the new jobs before they become visible, so that a concurrent refresh
+    // never takes a job this call is still sending for an interrupted one.
+    let _claims: Vec<_> = planned
+        .iter()
+        .filter_map(|p| rt.claim_job(&p.built.job_id))
+        .collect();
     // Commit jobs + items before any network call.
     let job_rows = record_jobs(conn, req, proc_, &planned, &summary)?;
     prof.mark("record_items", summary.to_submit as u64);
