@@ -88,19 +88,28 @@ pub fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, SubmitError
                AND status IN ('failed', 'expired', 'cancelled') ORDER BY id"
         ))?;
         let rows = stmt.query_map(params![MAX_ATTEMPTS, job_id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
         })?;
         let mut candidates = Vec::new();
+        let mut prior_attempts = std::collections::HashMap::new();
         let mut left_alone = 0;
         for row in rows {
-            let (issue_id, retryable) = row?;
+            let (issue_id, attempts, retryable) = row?;
             if retryable {
                 candidates.push(issue_id);
+                prior_attempts.insert(issue_id, attempts);
             } else {
                 left_alone += 1;
             }
         }
         let mut req = SubmitRequest::new(&job.processor, Selection::Ids(candidates.clone()));
+        // Recorded with the new job and its items in the submit's own transaction.
+        req.retry_of = Some(job_id.to_string());
+        req.prior_attempts = prior_attempts;
         req.model = job.model.clone();
         req.provider = job.provider.clone();
         req.base_url = base_url;
@@ -127,25 +136,6 @@ pub fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, SubmitError
         });
     }
     let result = submit::submit(rt, &req)?;
-    // Link the new jobs to this one and count the attempt.
-    {
-        let conn = rt.lease()?;
-        let conn: &Connection = &conn;
-        for j in result.jobs.iter().filter_map(|j| j.job_id.as_deref()) {
-            conn.execute(
-                "UPDATE batch_jobs SET retry_of = ? WHERE job_id = ?",
-                params![job_id, j],
-            )?;
-            conn.execute(
-                "UPDATE batch_items SET attempts = o.attempts + 1 \
-                 FROM (SELECT issue_id, max(attempts) AS attempts FROM batch_items \
-                       WHERE batch_job_id = (SELECT id FROM batch_jobs WHERE job_id = ?) GROUP BY issue_id) o \
-                 WHERE batch_items.batch_job_id = (SELECT id FROM batch_jobs WHERE job_id = ?) \
-                   AND batch_items.issue_id = o.issue_id",
-                params![job_id, j],
-            )?;
-        }
-    }
     Ok(RetryResult {
         request: req,
         result: Some(result),

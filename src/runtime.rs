@@ -226,6 +226,13 @@ impl Runtime {
         self.wake.notify_all();
     }
 
+    /// Releases now and waits (bounded) until it is done, so that the very next call
+    /// already sees the released state (`batch_release()`).
+    pub fn release_now(&self) {
+        self.request_release();
+        self.join_watchdog(EXIT_WAIT);
+    }
+
     /// Waits (bounded) for the watchdog thread to finish.
     fn join_watchdog(&self, wait: Duration) {
         let deadline = Instant::now() + wait;

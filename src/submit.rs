@@ -72,6 +72,10 @@ pub struct SubmitRequest {
     pub max_output_tokens: Option<i64>,
     /// Requests per job (tests and users who want smaller jobs); default 50,000.
     pub max_requests_per_job: Option<i64>,
+    /// Set by `batch_retry`: the job this one retries.
+    pub retry_of: Option<String>,
+    /// Set by `batch_retry`: attempts each issue already had (the new item gets one more).
+    pub prior_attempts: std::collections::HashMap<i64, i64>,
 }
 
 impl SubmitRequest {
@@ -93,6 +97,8 @@ impl SubmitRequest {
             temperature: None,
             max_output_tokens: None,
             max_requests_per_job: None,
+            retry_of: None,
+            prior_attempts: std::collections::HashMap::new(),
         }
     }
 
@@ -911,8 +917,8 @@ fn record_jobs(
             let pk: i64 = conn.query_row(
                 "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
                     issues_count, skipped_count, cost_estimate, estimated_input_tokens, \
-                    estimated_output_tokens, selection_query, options, base_url, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
+                    estimated_output_tokens, selection_query, options, base_url, retry_of, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
                 params![
                     p.built.job_id,
                     req.provider,
@@ -927,6 +933,7 @@ fn record_jobs(
                     selection,
                     options,
                     base_url,
+                    req.retry_of,
                 ],
                 |r| r.get(0),
             )?;
@@ -938,15 +945,18 @@ fn record_jobs(
                     "custom_id",
                     "status",
                     "estimated_input_tokens",
+                    "attempts",
                 ],
             )?;
             for (id, tokens) in p.built.issue_ids.iter().zip(&p.built.tokens) {
+                let attempts = req.prior_attempts.get(id).copied().unwrap_or(0) + 1;
                 app.append_row(params![
                     pk,
                     id,
                     custom_id(&p.built.job_id, *id),
                     "pending",
-                    *tokens as i64
+                    *tokens as i64,
+                    attempts
                 ])?;
             }
             app.flush()?;

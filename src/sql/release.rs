@@ -25,7 +25,7 @@ impl SqlTable for Release {
     }
 
     fn run(rt: &Arc<Runtime>, _: &()) -> Result<Vec<Vec<Cell>>, SqlError> {
-        rt.request_release();
+        rt.release_now();
         Ok(vec![vec![Cell::Bool(true)]])
     }
 }
