@@ -290,12 +290,17 @@ fn refresh_job(
     }
     match job.status.as_str() {
         "created" => {
-            let msg = "interrupted before the upload of its request file was recorded; \
-                no batch was created (batch_retry sends these issues again)";
+            let mut msg = "interrupted before the upload of its request file was recorded; \
+                no batch was created (batch_retry sends these issues again)"
+                .to_string();
+            if let Some(note) = delete_orphan_upload(clients, job) {
+                msg.push_str("; ");
+                msg.push_str(&note);
+            }
             let _g = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            store::fail_job(conn, job.pk, "interrupted", msg)?;
+            store::fail_job(conn, job.pk, "interrupted", &msg)?;
             store::mark_collected(conn, job.pk)?;
-            return summary_row(conn, job, &old, 0, msg.to_string());
+            return summary_row(conn, job, &old, 0, msg);
         }
         "uploaded" => {
             let client = clients.get(&job_base_url(job))?;
@@ -313,6 +318,32 @@ fn refresh_job(
     let client = clients.get(&job_base_url(job))?;
     let batch = client.retrieve_batch(&batch_id)?;
     finish_poll(rt, conn, clients, prices, job, batch, &old, prof)
+}
+
+/// An upload that finished after the crash point may sit at the provider unused
+/// (named `<job_id>.jsonl`): delete it. Best effort, and only with a key at hand; the
+/// note says what happened.
+fn delete_orphan_upload(clients: &mut Clients, job: &Job) -> Option<String> {
+    clients.key.as_ref()?;
+    let client = clients.get(&job_base_url(job)).ok()?;
+    let name = format!("{}.jsonl", job.job_id);
+    let after = job.created_epoch.map(|t| t - 3600);
+    match client.find_files_named("batch", &name, after) {
+        Ok(files) if files.is_empty() => None,
+        Ok(files) => {
+            let mut deleted = 0;
+            for f in &files {
+                if client.delete_file(&f.id).is_ok() {
+                    deleted += 1;
+                }
+            }
+            Some(format!(
+                "deleted {deleted} of {} unused uploaded file(s) named {name}",
+                files.len()
+            ))
+        }
+        Err(e) => Some(format!("could not look for an unused upload: {e}")),
+    }
 }
 
 /// Finds the batch a lost create may have made; creates it (once) if there is none.

@@ -112,6 +112,11 @@ def test_kill_during_submit(db, fake_openai, monkeypatch, point, expect_status):
         # Nothing reached the provider: the job is failed as interrupted, and a retry sends it.
         job_id, status, err = con.execute("SELECT job_id, status, error_message FROM batch_jobs").fetchall()[0]
         assert status == "failed" and "interrupted" in err
+        # An upload that finished before the kill is not left behind unused.
+        names = [f["filename"] for f in fake_openai.state()["files"]]
+        assert f"{job_id}.jsonl" not in names, names
+        if point == "submit_after_upload":
+            assert "deleted 1 of 1 unused uploaded file" in err, err
         assert con.execute("SELECT DISTINCT error_code FROM batch_items").fetchall() == [("interrupted",)]
         con.execute("SELECT * FROM batch_retry(?)", [job_id]).fetchall()
         refresh_until_settled(con)

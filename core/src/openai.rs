@@ -465,6 +465,64 @@ impl OpenAiClient {
         self.execute(&call, |resp| self.read_json(&call, resp))
     }
 
+    /// One page of files with `purpose`, newest first (GET /files).
+    pub fn list_files(
+        &self,
+        purpose: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<FileList, OpenAiError> {
+        check_id("purpose", purpose)?;
+        let mut path = format!(
+            "/files?purpose={purpose}&order=desc&limit={}",
+            limit.clamp(1, 10_000)
+        );
+        if let Some(after) = after {
+            check_id("file id", after)?;
+            path.push_str("&after=");
+            path.push_str(after);
+        }
+        let call = Call::get("list files", path);
+        self.execute(&call, |resp| self.read_json(&call, resp))
+    }
+
+    /// Files with `purpose` named exactly `filename`, looking back no further than
+    /// `created_after` (Unix seconds) when given. Used to find an upload whose file id
+    /// was never recorded.
+    pub fn find_files_named(
+        &self,
+        purpose: &str,
+        filename: &str,
+        created_after: Option<i64>,
+    ) -> Result<Vec<FileObject>, OpenAiError> {
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let page = self.list_files(purpose, after.as_deref(), 1000)?;
+            let mut older = false;
+            for f in &page.data {
+                if let (Some(limit), Some(t)) = (created_after, f.created_at) {
+                    if t < limit {
+                        older = true;
+                        continue;
+                    }
+                }
+                if f.filename.as_deref() == Some(filename) {
+                    found.push(f.clone());
+                }
+            }
+            let next = page
+                .last_id
+                .clone()
+                .or_else(|| page.data.last().map(|f| f.id.clone()));
+            if older || !page.has_more || next.is_none() {
+                break;
+            }
+            after = next;
+        }
+        Ok(found)
+    }
+
     /// Pages through all batches, newest first, calling `visit` on each until
     /// it answers [`ScanStep::Found`] (that batch is returned) or
     /// [`ScanStep::Stop`], or the list ends (`None`).
@@ -1000,6 +1058,20 @@ fn displayable_url(raw: &str) -> String {
 // ---------------------------------------------------------------------------
 // Objects
 // ---------------------------------------------------------------------------
+
+/// A page of `GET /files`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FileList {
+    /// The files.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub data: Vec<FileObject>,
+    /// Id of the last file of the page.
+    #[serde(default)]
+    pub last_id: Option<String>,
+    /// Whether more pages follow.
+    #[serde(default)]
+    pub has_more: bool,
+}
 
 /// An OpenAI file object. Unknown fields are ignored; all but `id` optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
