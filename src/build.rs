@@ -97,11 +97,23 @@ impl Open {
 
     fn close(self) -> Result<BuiltJob, SubmitError> {
         if let (Some(f), Some(p)) = (self.file, self.job.path.as_ref()) {
-            let f = f.into_inner().map_err(|e| spool_err(p, e.into_error()))?;
-            f.sync_all().map_err(|e| spool_err(p, e))?;
+            // No fsync: a spool file lost in a crash is rebuilt by batch_retry (the job
+            // is then `created`, which refresh marks interrupted).
+            f.into_inner().map_err(|e| spool_err(p, e.into_error()))?;
         }
         Ok(self.job)
     }
+}
+
+/// Where the build's time went, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BuildTimes {
+    /// Reading issues, labels and comments from the database.
+    pub read: f64,
+    /// Rendering user messages and counting their tokens (on every core).
+    pub render_count: f64,
+    /// Serialising JSONL lines and writing them to the spool files.
+    pub write: f64,
 }
 
 /// Builds the request files for the issues in `ai_batch_todo`. `spool` None: a dry
@@ -112,6 +124,7 @@ pub fn build_requests(
     opts: &RequestOptions,
     max_requests_per_job: Option<usize>,
     spool: Option<&Path>,
+    times: &mut BuildTimes,
 ) -> Result<Vec<BuiltJob>, SubmitError> {
     let (encoding, _) = Encoding::for_model_or_approx(&opts.model);
     let counter = RequestTokenCounter::new(processor, encoding).map_err(build_err)?;
@@ -125,12 +138,15 @@ pub fn build_requests(
     let mut line: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut after = i64::MIN;
     loop {
+        let t0 = std::time::Instant::now();
         let (issues, last) = reader.read_after(conn, after)?;
+        times.read += t0.elapsed().as_secs_f64();
         let Some(last) = last else {
             break;
         };
         after = last;
         // Render and count on every core; serialise in order on this thread.
+        let t1 = std::time::Instant::now();
         let rendered = par_map(
             &issues,
             |i| {
@@ -144,6 +160,8 @@ pub fn build_requests(
                 (text, tokens)
             },
         );
+        let t2 = std::time::Instant::now();
+        times.render_count += (t2 - t1).as_secs_f64();
         for (issue, (text, tokens)) in issues.iter().zip(rendered) {
             line.clear();
             write_rendered_line(
@@ -170,6 +188,7 @@ pub fn build_requests(
             }
             open.write(&line, issue.id, tokens)?;
         }
+        times.write += t2.elapsed().as_secs_f64();
     }
     if !open.job.issue_ids.is_empty() {
         done.push(open.close()?);

@@ -24,6 +24,13 @@ impl Profiler {
         }
     }
 
+    /// Records a stage timed elsewhere (parts of a loop), without moving the mark.
+    pub fn add(&mut self, stage: &str, seconds: f64, items: u64) {
+        if self.enabled {
+            self.stages.push((stage.to_string(), seconds, items));
+        }
+    }
+
     /// Ends the current stage, named `stage`, covering `items` items.
     pub fn mark(&mut self, stage: &str, items: u64) {
         let now = Instant::now();

@@ -401,7 +401,17 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         Some(spool_dir()?)
     };
     let max_lines = req.max_requests_per_job.map(|n| n as usize);
-    let built = crate::build::build_requests(conn, proc_, &opts, max_lines, spool.as_deref())?;
+    let mut times = crate::build::BuildTimes::default();
+    let built =
+        crate::build::build_requests(conn, proc_, &opts, max_lines, spool.as_deref(), &mut times)?;
+    let n_built: u64 = built.iter().map(|b| b.issue_ids.len() as u64).sum();
+    prof.add("read_issues", times.read, n_built);
+    prof.add("render_count_tokens", times.render_count, n_built);
+    prof.add(
+        "build_jsonl",
+        times.write,
+        built.iter().map(|b| b.bytes).sum(),
+    );
     prof.mark("build_requests", built.iter().map(|b| b.bytes).sum());
     let planned: Vec<PlannedJob> = built
         .into_iter()
