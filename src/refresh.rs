@@ -571,7 +571,15 @@ fn collect(
     )?;
     {
         let mut app = conn.appender("ai_batch_results")?;
-        for o in &parsed.outcomes {
+        // Staged in item order (items were written in issue id order, which the
+        // custom id carries): DuckDB applies an UPDATE ... FROM whose source is in
+        // the target's row order ~100x faster than one in the provider's shuffled
+        // order (26k rows: 0.02 s instead of 2.3 s).
+        let mut in_item_order: Vec<&results::LineOutcome> = parsed.outcomes.iter().collect();
+        in_item_order.sort_by_key(|o| {
+            ai_batch_core::requests::parse_custom_id(&job.job_id, &o.custom_id).unwrap_or(i64::MAX)
+        });
+        for o in in_item_order {
             let cost = match (&price, o.input_tokens, o.output_tokens) {
                 (Some(p), Some(i), Some(out)) => Some(cost::cost_usd_unrounded(
                     i.max(0) as u64,
