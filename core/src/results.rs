@@ -206,26 +206,32 @@ pub fn parse_line(line: &str, processor: &Processor) -> Option<LineOutcome> {
 }
 
 /// Parses output and error files together; the first line seen for a custom id wins.
+/// Lines are parsed and validated on every core; the result is in file order.
 pub fn parse_files(files: &[&[u8]], processor: &Processor) -> ParsedResults {
-    let mut seen: HashMap<String, ()> = HashMap::new();
+    let lines: Vec<&[u8]> = files
+        .iter()
+        .flat_map(|data| data.split(|b| *b == b'\n'))
+        .filter(|raw| raw.iter().any(|b| !b.is_ascii_whitespace()))
+        .collect();
+    let parsed = crate::cost::par_map(
+        &lines,
+        |raw| raw.len(),
+        |raw| {
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|line| parse_line(line, processor))
+        },
+    );
+    let mut seen: HashMap<String, ()> = HashMap::with_capacity(parsed.len());
     let mut out = ParsedResults::default();
-    for data in files {
-        for raw in data.split(|b| *b == b'\n') {
-            let Ok(line) = std::str::from_utf8(raw) else {
-                out.unreadable_lines += 1;
-                continue;
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            match parse_line(line, processor) {
-                None => out.unreadable_lines += 1,
-                Some(o) => {
-                    if seen.insert(o.custom_id.clone(), ()).is_some() {
-                        out.duplicate_lines += 1;
-                    } else {
-                        out.outcomes.push(o);
-                    }
+    for p in parsed {
+        match p {
+            None => out.unreadable_lines += 1,
+            Some(o) => {
+                if seen.insert(o.custom_id.clone(), ()).is_some() {
+                    out.duplicate_lines += 1;
+                } else {
+                    out.outcomes.push(o);
                 }
             }
         }
