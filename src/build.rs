@@ -23,7 +23,7 @@ use crate::store;
 use crate::submit::{new_job_id, SubmitError};
 
 /// Issues read from the database per round trip.
-pub const READ_BATCH: i64 = 4096;
+pub const READ_BATCH: i64 = 16_384;
 
 /// One job's worth of requests.
 #[derive(Debug, Clone, PartialEq)]

@@ -108,6 +108,40 @@ fn base_model(model: &str) -> String {
     }
 }
 
+/// Pieces longer than this are counted without the cache (they rarely repeat).
+const PIECE_CACHE_MAX_LEN: usize = 48;
+/// Entries per thread and encoding before the cache starts over (bounds memory to a
+/// few tens of MB per thread).
+const PIECE_CACHE_MAX: usize = 400_000;
+
+/// FxHash (the rustc hasher): fast for short keys; the keys are not attacker-chosen
+/// in a way that matters (worst case: a slower count).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type PieceCache =
+    std::collections::HashMap<Box<[u8]>, u32, std::hash::BuildHasherDefault<FxHasher>>;
+
+thread_local! {
+    /// Piece → token count, one map per encoding.
+    static PIECE_COUNTS: std::cell::RefCell<[PieceCache; 2]> =
+        std::cell::RefCell::new([PieceCache::default(), PieceCache::default()]);
+}
+
 impl Encoding {
     /// The tiktoken name, e.g. `o200k_base`.
     pub fn name(self) -> &'static str {
@@ -149,15 +183,42 @@ impl Encoding {
 
     /// The number of tokens of `text` (as tiktoken's `encode_ordinary`: special-token
     /// text such as `<|endoftext|>` counts as plain text).
+    ///
+    /// Same result as `Tokenizer::count` (pre-tokenize, then byte-pair count each
+    /// piece), with a per-thread cache of piece counts in front of the byte-pair
+    /// step: a piece's count never depends on its neighbours, and issue text repeats
+    /// the same pieces (words, log fragments) all the time, so most are looked up.
     pub fn count(self, text: &str) -> usize {
-        self.tokenizer().count(text)
+        let tok = self.tokenizer();
+        PIECE_COUNTS.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return tok.count(text);
+            };
+            let cache = &mut cache[self as usize];
+            if cache.len() > PIECE_CACHE_MAX {
+                cache.clear();
+            }
+            tok.split(text)
+                .map(|piece| {
+                    let bytes = piece.as_bytes();
+                    if bytes.len() > PIECE_CACHE_MAX_LEN {
+                        return tok.bpe.count(bytes);
+                    }
+                    if let Some(n) = cache.get(bytes) {
+                        return *n as usize;
+                    }
+                    let n = tok.bpe.count(bytes);
+                    cache.insert(bytes.into(), n as u32);
+                    n
+                })
+                .sum()
+        })
     }
 
     /// Counts many texts, in parallel across the available cores when there is enough
     /// text to be worth it. The result is in input order.
     pub fn count_many(self, texts: &[&str]) -> Vec<usize> {
-        let tok = self.tokenizer();
-        par_map(texts, |t| t.len(), |t| tok.count(t))
+        par_map(texts, |t| t.len(), |t| self.count(t))
     }
 }
 
