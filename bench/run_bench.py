@@ -1,0 +1,898 @@
+#!/usr/bin/env python3
+"""The ai_batch benchmark: `make bench` (see BENCHMARKS.md).
+
+    python bench/run_bench.py --extension build/release/ai_batch.duckdb_extension \
+        [--sizes 1000[,10000,50000,100000]] [--runs 3] [--seed 1] [--skip-rows 1000000]
+        [--no-skip-check] [--no-collect] [--tokbench auto|always|never]
+
+For each size: generate the corpus once (cached in bench/out/ while gen_corpus.py does
+not change), then per run, on fresh copies of the database and against one loopback
+fake provider (a separate process, reset before each run):
+
+- extension submit: `batch_submit('product-labeling', $$SELECT id FROM issues$$)` in a
+  child process (bench/ext_run.py) with AI_BATCH_PROFILE set: wall time, stage times,
+  peak RSS (wait4 of that child);
+- peer submit: bench/peer_submit.py (duckdb + openai SDK + json.dumps) on the same data;
+- the fake alone: a raw http.client upload of the peer's JSONL and a raw download of an
+  output file;
+- collect: the fake completes every batch first (so its own rendering is not timed),
+  then `batch_refresh()` (only if the extension has it) and bench/peer_collect.py.
+
+Once per invocation: the skip check over --skip-rows issues x --skip-rows analyses, the
+raw TCP loopback speed, and the token-counting floor (core/examples/tokbench.rs).
+
+Prints the tables (medians over --runs) and the command line; writes everything as JSON
+to bench/out/results-<time>.json and bench/out/latest.json. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+OUT = BENCH / "out"
+WORK = OUT / "work"
+PY = sys.executable
+API_KEY = "sk-fake-test-key"
+PROCESSOR = "product-labeling"
+SUBMIT_SQL = f"SELECT * FROM batch_submit('{PROCESSOR}', $$SELECT id FROM issues$$)"
+
+sys.path.insert(0, str(BENCH))
+import gen_corpus  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# --------------------------------------------------------------------------- child processes
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None, tag: str = "child") -> dict:
+    """Runs cmd; returns wall seconds, exit status and the child's own peak RSS (wait4)."""
+    stdout = open(WORK / f"{tag}.stdout", "w")
+    stderr = open(WORK / f"{tag}.stderr", "w")
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=stdout, stderr=stderr)
+    _pid, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    stdout.close()
+    stderr.close()
+    res = {"wall": wall, "rc": p.returncode, "maxrss_kb": ru.ru_maxrss}
+    if p.returncode != 0:
+        res["stderr"] = (WORK / f"{tag}.stderr").read_text()[-3000:]
+    return res
+
+
+def peak_mb(r: dict) -> float:
+    """Peak RSS of a child in MB: its own VmHWM when it reported one. (wait4's ru_maxrss
+    is not used when VmHWM is known: Linux carries the parent's RSS at fork into it.)"""
+    kb = r.get("vmhwm_kb") or r.get("maxrss_kb") or 0
+    return kb / 1024
+
+
+def read_profile(path: Path, op: str) -> dict:
+    """Sums the AI_BATCH_PROFILE lines of one op: {stage: {"seconds", "items"}}."""
+    stages: dict[str, dict] = {}
+    if not path.exists():
+        return stages
+    for line in path.read_text().splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if d.get("op") != op:
+            continue
+        s = stages.setdefault(d["stage"], {"seconds": 0.0, "items": 0})
+        s["seconds"] += float(d.get("seconds") or 0)
+        s["items"] += int(d.get("items") or 0)
+    return stages
+
+
+def ext_sql(ext: Path, db: Path, sqls: list[str], tag: str, env: dict | None = None) -> dict:
+    """Runs SQL statements in a fresh process with the extension loaded (ext_run.py)."""
+    out = WORK / f"{tag}.json"
+    prof = WORK / f"{tag}.profile.jsonl"
+    for p in (out, prof):
+        if p.exists():
+            p.unlink()
+    cmd = [PY, str(BENCH / "ext_run.py"), "--extension", str(ext), "--db", str(db), "--out", str(out)]
+    for s in sqls:
+        cmd += ["--sql", s]
+    r = run_child(cmd, {**(env or {}), "AI_BATCH_PROFILE": str(prof)}, tag)
+    if out.exists():
+        r.update(json.loads(out.read_text()))
+    r["profile_path"] = prof
+    return r
+
+
+# --------------------------------------------------------------------------- the fake provider
+
+class Fake:
+    def __init__(self):
+        self.proc = None
+        self.port = None
+
+    def start(self) -> None:
+        pf = WORK / "fake.port"
+        if pf.exists():
+            pf.unlink()
+        self.log = open(WORK / "fake.log", "w")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "fake_provider", "--host", "127.0.0.1", "--port", "0", "--port-file", str(pf),
+             "--advance", "immediate", "--api-key", API_KEY],
+            cwd=ROOT, stdout=self.log, stderr=self.log)
+        for _ in range(200):
+            if pf.exists():
+                self.port = int(pf.read_text().strip())
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fake provider exited: {(WORK / 'fake.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("fake provider did not start")
+        self.call("GET", "/_fake/health")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def call(self, method: str, path: str, body=None, auth: bool = False, timeout: float = 120):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {API_KEY}"
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        if r.status >= 400:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
+        return json.loads(data) if data else None
+
+    def reset(self) -> None:
+        self.call("POST", "/_fake/reset")
+
+    def state(self) -> dict:
+        return self.call("GET", "/_fake/state")
+
+    def complete_all(self, timeout: float = 300) -> float:
+        """Steps every batch to its final status (waits for validation and rendering)."""
+        t = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [b["id"] for b in self.state()["batches"] if b["status"] not in
+                       ("completed", "failed", "expired", "cancelled")]
+            if not pending:
+                return time.perf_counter() - t
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fake batches did not finish: {pending}")
+            for bid in pending:
+                self.call("POST", f"/_fake/batches/{bid}", {"step": 5})
+
+    def peak_rss_mb(self) -> float | None:
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def first_line(self, file_id: str) -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn.request("GET", f"/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {API_KEY}"})
+        r = conn.getresponse()
+        buf = b""
+        while b"\n" not in buf:
+            chunk = r.read(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+        conn.close()
+        return buf.split(b"\n", 1)[0]
+
+    def raw_upload(self, path: Path) -> dict:
+        """multipart POST /v1/files with http.client, file streamed in 1 MiB chunks."""
+        b = "benchboundary" + uuid.uuid4().hex
+        pre = (f"--{b}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+               f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"raw.jsonl\"\r\n"
+               f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        post = f"\r\n--{b}--\r\n".encode()
+        size = path.stat().st_size
+        t = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        conn.putrequest("POST", "/v1/files")
+        conn.putheader("Authorization", f"Bearer {API_KEY}")
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={b}")
+        conn.putheader("Content-Length", str(len(pre) + size + len(post)))
+        conn.endheaders()
+        conn.send(pre)
+        buf = bytearray(1 << 20)
+        mv = memoryview(buf)
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                conn.sock.sendall(mv[:n])
+        conn.send(post)
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        conn.close()
+        dt = time.perf_counter() - t
+        return {"bytes": size, "seconds": dt, "mb_s": size / 1e6 / dt, "file_id": body.get("id")}
+
+    def raw_download(self, file_id: str) -> dict:
+        t = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        conn.request("GET", f"/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {API_KEY}"})
+        r = conn.getresponse()
+        n = 0
+        while True:
+            chunk = r.read(1 << 20)
+            if not chunk:
+                break
+            n += len(chunk)
+        conn.close()
+        dt = time.perf_counter() - t
+        return {"bytes": n, "seconds": dt, "mb_s": n / 1e6 / dt}
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+SINK = r"""
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); buf = bytearray(1 << 20); n = 0
+while True:
+    k = c.recv_into(buf)
+    if not k:
+        break
+    n += k
+c.sendall(str(n).encode()); c.close()
+"""
+
+
+def tcp_loopback_floor(mb: int = 256) -> dict:
+    """Raw TCP over loopback between two Python processes (sendall / recv_into)."""
+    p = subprocess.Popen([PY, "-c", SINK], stdout=subprocess.PIPE, text=True)
+    port = int(p.stdout.readline())
+    chunk = b"x" * (1 << 20)
+    s = socket.create_connection(("127.0.0.1", port))
+    t = time.perf_counter()
+    for _ in range(mb):
+        s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+    got = int(s.recv(64))
+    dt = time.perf_counter() - t
+    s.close()
+    p.wait()
+    return {"bytes": got, "seconds": dt, "mb_s": got / 1e6 / dt}
+
+
+# --------------------------------------------------------------------------- floors
+
+def find_tokbench() -> Path | None:
+    dirs = [os.environ.get("CARGO_TARGET_DIR"), str(ROOT / "target"), "/work/target"]
+    for d in dirs:
+        if d and (Path(d) / "release" / "examples" / "tokbench").exists():
+            return Path(d) / "release" / "examples" / "tokbench"
+    return None
+
+
+def tokbench(mode: str) -> dict:
+    if mode == "never":
+        return {"skipped": "--tokbench never"}
+    exe = find_tokbench()
+    if exe is None and mode == "always":
+        log("building core/examples/tokbench.rs (cargo build --release --example tokbench)")
+        env = {**os.environ}
+        env.setdefault("CARGO_TARGET_DIR", str(ROOT / "target"))
+        subprocess.run(["cargo", "build", "--release", "-p", "ai_batch_core", "--example", "tokbench"],
+                       cwd=ROOT, env=env, check=False)
+        exe = find_tokbench()
+    if exe is None:
+        return {"skipped": "no tokbench binary (build it: cargo build --release -p ai_batch_core --example tokbench, "
+                           "or pass --tokbench always)"}
+    log(f"token-counting floor: {exe} 800 20000")
+    r = subprocess.run([str(exe), "800", "20000"], capture_output=True, text=True, timeout=300)
+    text = r.stdout
+    out = {"binary": str(exe), "output": text}
+
+    def grab(pattern: str) -> float | None:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else None
+
+    out["bpe_openai_1thread_mb_s"] = grab(r"bpe-openai, 1 thread:.*?([\d.]+) MB/s")
+    out["tiktoken_rs_1thread_mb_s"] = grab(r"tiktoken-rs, 1 thread:.*?([\d.]+) MB/s")
+    out["count_many_all_cores_mb_s"] = grab(r"count_many \(all cores\): ([\d.]+) MB/s")
+    out["count_issues_all_cores_mb_s"] = grab(r"count_issues.*?([\d.]+) MB/s of issue text")
+    out["count_issues_per_s"] = grab(r"count_issues.*?: (\d+) issues/s")
+    return out
+
+
+# --------------------------------------------------------------------------- corpus + skip DB
+
+def corpus(size: int, seed: int) -> dict:
+    gen_hash = hashlib.sha1((BENCH / "gen_corpus.py").read_bytes() + (ROOT / "sql" / "schema.sql").read_bytes()).hexdigest()[:12]
+    db = OUT / f"corpus_{size}_seed{seed}.duckdb"
+    meta = OUT / f"corpus_{size}_seed{seed}.json"
+    if db.exists() and meta.exists():
+        m = json.loads(meta.read_text())
+        if m.get("generator") == gen_hash:
+            log(f"corpus {size}: cached ({m['text_mb']} MB of text)")
+            return m
+    log(f"corpus {size}: generating")
+    m = gen_corpus.generate(size, db, seed, quiet=True)
+    m["generator"] = gen_hash
+    meta.write_text(json.dumps(m, indent=2, ensure_ascii=False))
+    log(f"corpus {size}: {m['issues']} issues, {m['comments']} comments, {m['text_mb']} MB of text in "
+        f"{m['total_seconds']} s")
+    return m
+
+
+def skip_db(ext: Path, rows: int) -> Path:
+    """The skip-check database, built by gen_skip_db.py in its own process (cached)."""
+    db = OUT / f"skip_{rows}.duckdb"
+    log(f"skip check: database {db.name} ({rows:,} issues x {rows:,} analyses; built once, then reused)")
+    subprocess.run([PY, str(BENCH / "gen_skip_db.py"), "--extension", str(ext), "--rows", str(rows), "--out", str(db)],
+                   cwd=ROOT, check=True)
+    return db
+
+
+# --------------------------------------------------------------------------- one run
+
+def copy_db(src: Path, dst: Path) -> None:
+    for p in (dst, Path(str(dst) + ".wal")):
+        if p.exists():
+            p.unlink()
+    shutil.copyfile(src, dst)
+
+
+def submit_env(fake: Fake) -> dict:
+    spool = WORK / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    return {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": fake.base_url, "AI_BATCH_SPOOL_DIR": str(spool)}
+
+
+def run_ext_submit(ext: Path, fake: Fake, src: Path, size: int) -> dict:
+    db = WORK / "ext.duckdb"
+    copy_db(src, db)
+    r = ext_sql(ext, db, [SUBMIT_SQL], f"ext_submit_{size}", submit_env(fake))
+    stages = read_profile(r["profile_path"], "submit")
+    res = {"tool": "extension", "op": "submit", "db": str(db), "process_wall": r["wall"],
+           "peak_rss_mb": peak_mb(r), "rc": r["rc"], "error": r.get("error") or r.get("stderr")}
+    if r.get("results"):
+        first = r["results"][0]
+        res["seconds"] = first["seconds"]
+        rows = [dict(zip(first["columns"], row)) for row in first["rows"]]
+        res["jobs"] = len(rows)
+        res["issues"] = sum(int(x.get("submitted") or 0) for x in rows)
+        res["statuses"] = sorted({str(x.get("status")) for x in rows})
+        res["est_input_tokens"] = sum(int(x.get("estimated_input_tokens") or 0) for x in rows)
+        res["batch_ids"] = [x.get("provider_batch_id") for x in rows]
+    res["stages"] = {k: v["seconds"] for k, v in stages.items()}
+    # the JSONL size: the item count of the stage that builds the requests
+    res["jsonl_bytes"] = next((stages[n]["items"] for n in ("build_jsonl", "build_requests") if n in stages), None)
+    res["rss_after_load_mb"] = (r.get("rss_after_load_kb") or 0) / 1024
+    res["duckdb_memory_mb"] = (r.get("duckdb_memory_bytes") or 0) / 1e6
+    res["load_seconds"] = r.get("load_seconds")
+    return res
+
+
+def run_peer_submit(fake: Fake, src: Path, size: int, template: Path | None) -> dict:
+    db = WORK / "peer.duckdb"
+    copy_db(src, db)
+    out = WORK / f"peer_submit_{size}.json"
+    spool = WORK / "peer_spool"
+    if spool.exists():
+        shutil.rmtree(spool)
+    cmd = [PY, str(BENCH / "peer_submit.py"), "--db", str(db), "--spool", str(spool), "--keep-files", "--out", str(out)]
+    if template:
+        cmd += ["--template", str(template)]
+    r = run_child(cmd, {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": fake.base_url}, f"peer_submit_{size}")
+    res = {"tool": "peer", "op": "submit", "db": str(db), "process_wall": r["wall"],
+           "peak_rss_mb": r["maxrss_kb"] / 1024, "rc": r["rc"], "error": r.get("stderr")}
+    if out.exists():
+        d = json.loads(out.read_text())
+        res["peak_rss_mb"] = peak_mb({**r, **d})
+        res.update({k: d[k] for k in ("issues", "jobs", "jsonl_bytes", "est_input_tokens", "stages", "seconds", "files")})
+    return res
+
+
+def run_ext_refresh(ext: Path, fake: Fake, db: Path, size: int) -> dict:
+    r = ext_sql(ext, db, ["SELECT * FROM batch_refresh()",
+                          "SELECT (SELECT count(*) FROM ai_analyses), "
+                          "(SELECT count(*) FROM batch_items WHERE status = 'completed'), "
+                          "(SELECT count(*) FROM batch_items WHERE status = 'pending')"],
+                f"ext_refresh_{size}", submit_env(fake))
+    stages = read_profile(r["profile_path"], "refresh")
+    res = {"tool": "extension", "op": "collect", "process_wall": r["wall"], "peak_rss_mb": peak_mb(r),
+           "rc": r["rc"], "error": r.get("error") or r.get("stderr"),
+           "stages": {k: v["seconds"] for k, v in stages.items()},
+           "stage_items": {k: v["items"] for k, v in stages.items()}}
+    results = r.get("results") or []
+    if results:
+        res["seconds"] = results[0]["seconds"]
+        res["refresh_rows"] = [dict(zip(results[0]["columns"], row)) for row in results[0]["rows"]][:10]
+    if len(results) > 1:
+        a, c, p = results[1]["rows"][0]
+        res.update({"analyses": a, "items_completed": c, "items_pending": p, "results": a})
+    return res
+
+
+def run_peer_collect(fake: Fake, db: Path, size: int) -> dict:
+    out = WORK / f"peer_collect_{size}.json"
+    if out.exists():
+        out.unlink()
+    r = run_child([PY, str(BENCH / "peer_collect.py"), "--db", str(db), "--out", str(out)],
+                  {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": fake.base_url}, f"peer_collect_{size}")
+    res = {"tool": "peer", "op": "collect", "process_wall": r["wall"], "peak_rss_mb": r["maxrss_kb"] / 1024,
+           "rc": r["rc"], "error": r.get("stderr")}
+    if out.exists():
+        d = json.loads(out.read_text())
+        res["peak_rss_mb"] = peak_mb({**r, **d})
+        res.update({k: d[k] for k in ("results", "analyses", "download_bytes", "stages", "seconds")})
+    return res
+
+
+def extract_template(fake: Fake) -> Path | None:
+    for f in fake.state()["files"]:
+        if f.get("purpose") == "batch" and f.get("filename", "").startswith("job_"):
+            line = fake.first_line(f["id"])
+            tpl = WORK / "template.json"
+            json.loads(line)  # must be a request line
+            tpl.write_bytes(line)
+            return tpl
+    return None
+
+
+def one_run(ext: Path, fake: Fake, src: Path, size: int, run: int, collect: bool, peer_collect: bool,
+            state: dict) -> dict:
+    fake.reset()
+    rec: dict = {"run": run, "loadavg_1min": os.getloadavg()[0]}
+    order = ["ext", "peer"] if (run % 2 == 0 or state.get("template") is None) else ["peer", "ext"]
+    for who in order:
+        if who == "ext":
+            log(f"size {size} run {run + 1}: extension submit")
+            rec["ext_submit"] = run_ext_submit(ext, fake, src, size)
+            if rec["ext_submit"].get("error"):
+                log(f"  extension submit failed: {rec['ext_submit']['error'][:500]}")
+            if state.get("template") is None:
+                state["template"] = extract_template(fake)
+        else:
+            log(f"size {size} run {run + 1}: peer submit")
+            rec["peer_submit"] = run_peer_submit(fake, src, size, state.get("template"))
+            if rec["peer_submit"].get("rc"):
+                log(f"  peer submit failed: {(rec['peer_submit'].get('error') or '')[-500:]}")
+        # let the fake validate and render everything now, so that it is idle while the
+        # next thing is timed and collect timings do not include its rendering
+        rec[f"fake_complete_after_{who}_s"] = fake.complete_all()
+
+    # the fake alone: the same JSONL, raw
+    files = (rec.get("peer_submit") or {}).get("files") or []
+    if files and Path(files[0]).exists():
+        rec["fake_raw_upload"] = fake.raw_upload(Path(files[0]))
+    for f in files:
+        Path(f).unlink(missing_ok=True)
+    outs = [b for b in fake.state()["batches"] if b.get("output_file_id")]
+    if outs:
+        rec["fake_raw_download"] = fake.raw_download(outs[0]["output_file_id"])
+        rec["fake_raw_download"]["requests"] = outs[0]["request_counts"]["total"]
+
+    if collect and rec.get("ext_submit", {}).get("rc") == 0:
+        log(f"size {size} run {run + 1}: batch_refresh()")
+        rec["ext_collect"] = run_ext_refresh(ext, fake, Path(rec["ext_submit"]["db"]), size)
+        if rec["ext_collect"].get("error"):
+            log(f"  batch_refresh failed: {rec['ext_collect']['error'][:500]}")
+    if peer_collect and rec.get("peer_submit", {}).get("rc") == 0:
+        log(f"size {size} run {run + 1}: peer collect")
+        rec["peer_collect"] = run_peer_collect(fake, Path(rec["peer_submit"]["db"]), size)
+    rec["fake_peak_rss_mb"] = fake.peak_rss_mb()
+    return rec
+
+
+# --------------------------------------------------------------------------- summary + tables
+
+SUBMIT_COLS = [  # (column, extension stages, peer stages); stages not listed get a column of their own
+    ("select+skip", ["selection", "skip_check"], []),
+    ("read", ["read_issues"], ["select"]),
+    ("tokens", ["count_tokens", "render_count_tokens"], []),
+    ("build", ["build_jsonl"], ["build_jsonl"]),
+    ("build_requests (all)", ["build_requests"], []),
+    ("spool", ["spool"], []),
+    ("record", ["record_items"], ["record_items"]),
+    ("upload+create", ["upload_create"], ["upload_create"]),
+]
+PEER_HIDDEN = {"connect", "setup"}  # connect is outside the total; setup (DDL) is inside it
+
+
+def submit_columns(res: dict) -> list[tuple[str, list[str], list[str]]]:
+    """SUBMIT_COLS that have a value somewhere, plus one column per unknown stage."""
+    known = {n for _c, es, ps in SUBMIT_COLS for n in es + ps} | PEER_HIDDEN
+    seen: set[str] = set()
+    for size in res["sizes"]:
+        for k in ("ext_submit", "peer_submit"):
+            seen |= {n for n, v in ((size.get(k) or {}).get("stages") or {}).items() if v is not None}
+    cols = [c for c in SUBMIT_COLS if seen & set(c[1] + c[2])]
+    cols += [(n, [n], []) for n in sorted(seen - known)]
+    return cols
+
+
+def summarize_submit(runs: list[dict], key: str) -> dict | None:
+    rs = [r[key] for r in runs if r.get(key) and r[key].get("seconds") is not None]
+    if not rs:
+        return None
+    stage_names = sorted({s for r in rs for s in (r.get("stages") or {})})
+    s = {
+        "tool": rs[0]["tool"],
+        "runs": len(rs),
+        "seconds": median(r["seconds"] for r in rs),
+        "seconds_all": [round(r["seconds"], 3) for r in rs],
+        "process_wall": median(r["process_wall"] for r in rs),
+        "issues": rs[0].get("issues"),
+        "jobs": rs[0].get("jobs"),
+        "jsonl_bytes": rs[0].get("jsonl_bytes"),
+        "est_input_tokens": rs[0].get("est_input_tokens"),
+        "peak_rss_mb": median(r["peak_rss_mb"] for r in rs),
+        "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs),
+        "stages": {n: median((r.get("stages") or {}).get(n) for r in rs) for n in stage_names},
+    }
+    if key == "ext_submit":
+        s["rss_after_load_mb"] = median(r.get("rss_after_load_mb") for r in rs)
+        s["peak_rss_over_load_mb"] = median(r["peak_rss_mb"] - (r.get("rss_after_load_mb") or 0) for r in rs)
+        s["duckdb_memory_mb"] = median(r.get("duckdb_memory_mb") for r in rs)
+        s["statuses"] = rs[0].get("statuses")
+    if s["issues"] and s["seconds"]:
+        s["issues_per_s"] = s["issues"] / s["seconds"]
+    if s["jsonl_bytes"] and s["seconds"]:
+        s["jsonl_mb_per_s"] = s["jsonl_bytes"] / 1e6 / s["seconds"]
+    return s
+
+
+def summarize_collect(runs: list[dict], key: str) -> dict | None:
+    rs = [r[key] for r in runs if r.get(key) and r[key].get("seconds") is not None]
+    if not rs:
+        return None
+    stage_names = sorted({s for r in rs for s in (r.get("stages") or {})})
+    s = {
+        "tool": rs[0]["tool"],
+        "runs": len(rs),
+        "seconds": median(r["seconds"] for r in rs),
+        "seconds_all": [round(r["seconds"], 3) for r in rs],
+        "process_wall": median(r["process_wall"] for r in rs),
+        "results": rs[0].get("results"),
+        "analyses": rs[0].get("analyses"),
+        "peak_rss_mb": median(r["peak_rss_mb"] for r in rs),
+        "stages": {n: median((r.get("stages") or {}).get(n) for r in rs) for n in stage_names},
+    }
+    for extra in ("items_completed", "items_pending", "refresh_rows"):
+        if extra in rs[0]:
+            s[extra] = rs[0][extra]
+    if s["results"] and s["seconds"]:
+        s["results_per_s"] = s["results"] / s["seconds"]
+    return s
+
+
+def fmt(x, nd=2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w[i]) if i > 1 else c.ljust(w[i]) for i, c in enumerate(cells)) + " |"
+    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def print_report(res: dict) -> str:
+    out = []
+    m = res["machine"]
+    out.append(f"ai_batch benchmark — {m['cpu']} ({m['cores']} cores), {m['mem_gb']} GB RAM, "
+               f"load avg at start {m['loadavg_start']}, at end {m.get('loadavg_end')}")
+    out.append(f"extension {res['extension']['path']} (working tree {res['extension']['git']}, built {res['extension']['mtime']}), duckdb {m['duckdb']}, "
+               f"median of {res['args']['runs']} run(s)")
+    out.append("")
+    out.append("SUBMIT (seconds per stage; total = the batch_submit statement / the peer script after imports)")
+    cols = submit_columns(res)
+    rows = []
+    for size in res["sizes"]:
+        e, p = size.get("ext_submit"), size.get("peer_submit")
+        for s in (e, p):
+            if not s:
+                continue
+            cells = [f"{size['issues']:,}", "extension" if s is e else "peer (python)"]
+            for _col, es, ps in cols:
+                names = es if s is e else ps
+                vals = [s["stages"].get(n) for n in names if s["stages"].get(n) is not None]
+                cells.append(fmt(sum(vals)) if vals else "·")
+            cells += [fmt(s["seconds"]), fmt(s.get("issues_per_s"), 0),
+                      fmt(s.get("jsonl_mb_per_s"), 0), fmt(s["peak_rss_mb"], 0)]
+            if s is e and p and p.get("seconds"):
+                cells.append(f"{e['seconds'] / p['seconds']:.2f}x")
+            else:
+                cells.append("")
+            rows.append(cells)
+    out.append(table(["issues", "tool"] + [c[0] for c in cols] +
+                     ["total s", "issues/s", "JSONL MB/s", "peak RSS MB", "ext/peer"], rows))
+    out.append("  peer: one query selects, skips and reads (shown under read); tokens = chars/4 inside build.")
+    ext_stages = {n for size in res["sizes"] for n in ((size.get("ext_submit") or {}).get("stages") or {})}
+    if "build_requests" in ext_stages:
+        parts = sorted(ext_stages & {"read_issues", "count_tokens", "render_count_tokens", "build_jsonl", "spool"})
+        out.append("  extension: build_requests streams read + count + build + spool together"
+                   + (f"; {', '.join(parts)} are its parts (not added to it)" if parts else ""))
+    for size in res["sizes"]:
+        e = size.get("ext_submit")
+        if e:
+            out.append(f"  {size['issues']:,} issues: extension peak RSS {fmt(e['peak_rss_mb'], 0)} MB = "
+                       f"{fmt(e.get('rss_after_load_mb'), 0)} MB after LOAD + {fmt(e.get('peak_rss_over_load_mb'), 0)} MB "
+                       f"for the submit; DuckDB buffer use after it {fmt(e.get('duckdb_memory_mb'), 0)} MB; "
+                       f"JSONL {fmt((e.get('jsonl_bytes') or 0) / 1e6, 0)} MB in {e.get('jobs')} job(s); "
+                       f"1-min load avg during runs {size.get('loadavg')}")
+    out.append("  ext/peer < 1 means the extension is faster; the target is <= 0.5.")
+    out.append("")
+
+    out.append("COLLECT (batch_refresh() vs peer_collect.py; the fake has finished every batch beforehand)")
+    if not res["collect"]["extension_has_batch_refresh"]:
+        out.append(f"  NOTE: {res['collect']['note']}")
+    rows = []
+    for size in res["sizes"]:
+        e, p = size.get("ext_collect"), size.get("peer_collect")
+        for s in (e, p):
+            if not s:
+                continue
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in s["stages"].items() if v is not None and k != "connect")
+            ratio = f"{e['seconds'] / p['seconds']:.2f}x" if (s is e and p and p.get("seconds")) else ""
+            rows.append([f"{size['issues']:,}", "extension" if s is e else "peer (python)", stages or "-",
+                         fmt(s["seconds"]), fmt(s.get("results_per_s"), 0), fmt(s["peak_rss_mb"], 0),
+                         fmt(s.get("analyses")), ratio])
+    if rows:
+        out.append(table(["issues", "tool", "stages (s)", "total s", "results/s", "peak RSS MB", "analyses", "ext/peer"], rows))
+    out.append("")
+
+    sk = res.get("skip_check")
+    if sk and not sk.get("skipped"):
+        out.append(f"SKIP CHECK ({sk['rows']:,} issues x {sk['rows']:,} analyses + {sk['rows']:,} items; dry runs, nothing to submit)")
+        rows = []
+        for v in sk["variants"]:
+            st = v.get("stages") or {}
+            rows.append([v["name"], v["how"], fmt(st.get("selection")), fmt(st.get("skip_check")),
+                         fmt(v.get("seconds")), fmt(v.get("peak_rss_mb"), 0)])
+        out.append(table(["variant", "statement", "selection s", "skip_check s", "total s", "peak RSS MB"], rows))
+        out.append("")
+
+    out.append("FAKE PROVIDER ALONE AND FLOORS")
+    rows = []
+    for size in res["sizes"]:
+        fa = size.get("fake", {})
+        rows.append([f"{size['issues']:,}", fmt(fa.get("raw_upload_mb"), 1), fmt(fa.get("raw_upload_mb_s"), 0),
+                     fmt(fa.get("raw_download_mb"), 1), fmt(fa.get("raw_download_mb_s"), 0),
+                     fmt(fa.get("complete_after_ext_s")), fmt(fa.get("peak_rss_mb"), 0)])
+    out.append(table(["issues", "raw upload MB", "upload MB/s", "output MB", "download MB/s",
+                      "fake validate+render s", "fake peak RSS MB"], rows))
+    fl = res["floors"]
+    tcp = fl.get("tcp_loopback") or {}
+    out.append(f"  raw TCP loopback (Python sendall -> recv_into): {fmt(tcp.get('mb_s'), 0)} MB/s")
+    tb = fl.get("tokbench") or {}
+    if tb.get("skipped"):
+        out.append(f"  token counting floor: skipped ({tb['skipped']})")
+    else:
+        out.append(f"  token counting floor (tokbench): bpe-openai 1 thread {fmt(tb.get('bpe_openai_1thread_mb_s'), 1)} MB/s, "
+                   f"count_many all cores {fmt(tb.get('count_many_all_cores_mb_s'), 1)} MB/s, "
+                   f"count_issues all cores {fmt(tb.get('count_issues_all_cores_mb_s'), 1)} MB/s "
+                   f"({fmt(tb.get('count_issues_per_s'), 0)} issues/s)")
+    out.append("")
+    out.append("command: " + res["command"])
+    out.append("results: " + res["results_file"])
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+def machine() -> dict:
+    cpu = "unknown cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    import duckdb
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": round(mem, 1), "kernel": platform.release(),
+            "python": platform.python_version(), "duckdb": duckdb.__version__,
+            "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def git_describe() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "core"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--extension", default=str(ROOT / "build/release/ai_batch.duckdb_extension"))
+    ap.add_argument("--sizes", default="1000", help="comma-separated issue counts (e.g. 1000,10000,50000,100000)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per size; medians are reported")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-rows", type=int, default=1_000_000, help="issues and analyses of the skip-check database")
+    ap.add_argument("--no-skip-check", action="store_true")
+    ap.add_argument("--no-collect", action="store_true", help="do not time collecting (batch_refresh / peer_collect)")
+    ap.add_argument("--tokbench", choices=["auto", "always", "never"], default="auto",
+                    help="token-counting floor: auto runs core/examples/tokbench if already built")
+    a = ap.parse_args(argv)
+
+    ext = Path(a.extension).resolve()
+    if not ext.exists():
+        print(f"run_bench: no extension at {ext} (build it with make)", file=sys.stderr)
+        return 2
+    sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    t_all = time.perf_counter()
+    res: dict = {
+        "command": command,
+        "args": vars(a),
+        "machine": machine(),
+        "extension": {"path": os.path.relpath(ext, ROOT), "git": git_describe(),
+                      "mtime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ext.stat().st_mtime))},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "sizes": [],
+    }
+
+    chk = ext_sql(ext, Path(":memory:"), ["SELECT count(*) FROM duckdb_functions() WHERE function_name = 'batch_refresh'"], "check")
+    if chk.get("rc") != 0 or not chk.get("results"):
+        print(f"run_bench: cannot load {ext}: {(chk.get('error') or chk.get('stderr') or '').strip()[-1500:]}\n"
+              "(DuckDB takes the init symbol from the file name: keep it ai_batch.duckdb_extension)", file=sys.stderr)
+        return 2
+    has_refresh = bool(chk["results"][0]["rows"][0][0])
+    res["collect"] = {"extension_has_batch_refresh": has_refresh,
+                      "note": None if has_refresh else
+                      "this extension build has no batch_refresh(): the extension's collect is skipped; "
+                      "the peer's collect is still measured (the baseline for the target)"}
+    if not has_refresh:
+        log(res["collect"]["note"])
+
+    fake = Fake()
+    fake.start()
+    state: dict = {"template": None}
+    try:
+        for size in sizes:
+            meta = corpus(size, a.seed)
+            src = Path(meta["path"])
+            runs = [one_run(ext, fake, src, size, i, has_refresh and not a.no_collect, not a.no_collect, state)
+                    for i in range(a.runs)]
+            entry = {
+                "issues": size,
+                "corpus": meta,
+                "ext_submit": summarize_submit(runs, "ext_submit"),
+                "peer_submit": summarize_submit(runs, "peer_submit"),
+                "ext_collect": summarize_collect(runs, "ext_collect"),
+                "peer_collect": summarize_collect(runs, "peer_collect"),
+                "fake": {
+                    "raw_upload_mb": median(r.get("fake_raw_upload", {}).get("bytes", 0) / 1e6 for r in runs),
+                    "raw_upload_mb_s": median(r.get("fake_raw_upload", {}).get("mb_s") for r in runs),
+                    "raw_download_mb": median(r.get("fake_raw_download", {}).get("bytes", 0) / 1e6 for r in runs),
+                    "raw_download_mb_s": median(r.get("fake_raw_download", {}).get("mb_s") for r in runs),
+                    "complete_after_ext_s": median(r.get("fake_complete_after_ext_s") for r in runs),
+                    "peak_rss_mb": max((r.get("fake_peak_rss_mb") or 0) for r in runs),
+                },
+                "loadavg": " ".join(f"{r['loadavg_1min']:.1f}" for r in runs),
+                "runs": [{k: v for k, v in r.items()} for r in runs],
+            }
+            for r in entry["runs"]:
+                for k in ("ext_submit", "peer_submit"):
+                    if r.get(k):
+                        r[k].pop("files", None)
+            res["sizes"].append(entry)
+            e, p = entry["ext_submit"], entry["peer_submit"]
+            if e and p:
+                log(f"size {size}: extension {e['seconds']:.2f} s, peer {p['seconds']:.2f} s "
+                    f"(ratio {e['seconds'] / p['seconds']:.2f})")
+    finally:
+        fake.stop()
+
+    # the skip check
+    if a.no_skip_check:
+        res["skip_check"] = {"skipped": "--no-skip-check"}
+    else:
+        db = skip_db(ext, a.skip_rows)
+        variants = [
+            ("missing_analysis", "batch_submit(p, NULL, missing_analysis := true, dry_run := true)",
+             f"SELECT * FROM batch_submit('{PROCESSOR}', NULL, missing_analysis := true, dry_run := true)", True),
+            ("sql_text", "batch_submit(p, $$SELECT id FROM issues$$, dry_run := true)",
+             f"SELECT * FROM batch_submit('{PROCESSOR}', $$SELECT id FROM issues$$, dry_run := true)", True),
+            ("plain_sql_floor", "the same anti-joins in plain SQL (count only)",
+             f"SELECT count(*) FROM issues i WHERE NOT EXISTS (SELECT 1 FROM ai_analyses a WHERE a.issue_id = i.id "
+             f"AND a.processor = '{PROCESSOR}') AND NOT EXISTS (SELECT 1 FROM batch_items b JOIN batch_jobs j "
+             f"ON j.id = b.batch_job_id WHERE b.issue_id = i.id AND j.processor = '{PROCESSOR}' "
+             f"AND b.status = 'pending')", False),
+        ]
+        out_vars = []
+        for name, how, sql, profiled in variants:
+            rs = []
+            for i in range(a.runs):
+                log(f"skip check: {name} run {i + 1}")
+                r = ext_sql(ext, db, [sql], f"skip_{name}")
+                st = read_profile(r["profile_path"], "submit") if profiled else {}
+                rs.append({"seconds": r["results"][0]["seconds"] if r.get("results") else None,
+                           "peak_rss_mb": peak_mb(r),
+                           "stages": {k: v["seconds"] for k, v in st.items()},
+                           "rows": r["results"][0]["rows"][:2] if r.get("results") else None,
+                           "error": r.get("error") or r.get("stderr")})
+            names = sorted({k for r in rs for k in r["stages"]})
+            out_vars.append({"name": name, "how": how, "sql": sql,
+                             "seconds": median(r["seconds"] for r in rs),
+                             "seconds_all": [r["seconds"] for r in rs],
+                             "peak_rss_mb": median(r["peak_rss_mb"] for r in rs),
+                             "stages": {n: median(r["stages"].get(n) for r in rs) for n in names},
+                             "result": rs[0]["rows"], "error": rs[0]["error"]})
+        res["skip_check"] = {"rows": a.skip_rows, "db": str(db), "variants": out_vars}
+
+    log("floors: raw TCP loopback")
+    res["floors"] = {"tcp_loopback": tcp_loopback_floor(), "tokbench": tokbench(a.tokbench)}
+    res["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    res["total_seconds"] = time.perf_counter() - t_all
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rf = OUT / f"results-{stamp}.json"
+    res["results_file"] = os.path.relpath(rf, ROOT)
+    rf.write_text(json.dumps(res, indent=2, default=str, ensure_ascii=False))
+    report = print_report(res)
+    (OUT / f"report-{stamp}.txt").write_text(report + "\n")
+    shutil.copyfile(rf, OUT / "latest.json")
+    (OUT / "latest.txt").write_text(report + "\n")
+    print(report)
+    log(f"done in {res['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
