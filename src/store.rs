@@ -400,6 +400,24 @@ pub fn job_error(conn: &Connection, job_pk: i64, message: &str) -> duckdb::Resul
     Ok(())
 }
 
+/// Runs `f` in one transaction: COMMIT when it succeeds, ROLLBACK when it fails.
+pub fn in_transaction<T, E: From<duckdb::Error>>(
+    conn: &Connection,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    match f() {
+        Ok(v) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 /// Marks a job that never reached the provider `failed`, and its pending items
 /// `failed` with `error_code` (they can be sent again with `batch_retry`). One
 /// transaction.
@@ -409,8 +427,7 @@ pub fn fail_job(
     error_code: &str,
     message: &str,
 ) -> duckdb::Result<()> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let r = (|| {
+    in_transaction(conn, || {
         conn.execute(
             "UPDATE batch_jobs SET status = 'failed', error_message = ?, failed_count = issues_count, \
                     completed_at = current_timestamp, updated_at = current_timestamp \
@@ -424,14 +441,7 @@ pub fn fail_job(
             params![error_code, message, job_pk],
         )?;
         Ok(())
-    })();
-    match r {
-        Ok(()) => conn.execute_batch("COMMIT"),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Records a polled provider status and the result file ids. A collected job is
@@ -463,8 +473,7 @@ pub fn mark_collected(conn: &Connection, job_pk: i64) -> duckdb::Result<()> {
 
 /// Cancels a job that never reached the provider, and its pending items.
 pub fn cancel_local_job(conn: &Connection, job_pk: i64, message: &str) -> duckdb::Result<()> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let r = (|| {
+    in_transaction(conn, || {
         conn.execute(
             "UPDATE batch_items SET status = 'cancelled', error_code = 'cancelled', error_message = ?, \
                     updated_at = current_timestamp WHERE batch_job_id = ? AND status = 'pending'",
@@ -477,14 +486,7 @@ pub fn cancel_local_job(conn: &Connection, job_pk: i64, message: &str) -> duckdb
             params![message, job_pk],
         )?;
         Ok(())
-    })();
-    match r {
-        Ok(()) => conn.execute_batch("COMMIT"),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// What applying a job's results changed.
@@ -514,8 +516,7 @@ pub fn apply_results(
     leftover: (&str, &str, &str),
     job_error: Option<&str>,
 ) -> duckdb::Result<ApplyCounts> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let r = (|| {
+    in_transaction(conn, || {
         let collected: bool = conn.query_row(
             "SELECT collected_at IS NOT NULL FROM batch_jobs WHERE id = ?",
             params![job_pk],
@@ -585,15 +586,5 @@ pub fn apply_results(
             unknown,
             invalid_answers,
         })
-    })();
-    match r {
-        Ok(c) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(c)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }

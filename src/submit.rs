@@ -917,8 +917,7 @@ fn record_jobs(
     .to_string();
     let selection = req.selection_text();
     let base_url = effective_base_url(req);
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let result = (|| -> Result<Vec<i64>, SubmitError> {
+    store::in_transaction(conn, || -> Result<Vec<i64>, SubmitError> {
         let mut ids = Vec::with_capacity(planned.len());
         for (n, p) in planned.iter().enumerate() {
             // The selection-level skipped count is recorded on the first job only, so
@@ -973,17 +972,7 @@ fn record_jobs(
             ids.push(pk);
         }
         Ok(ids)
-    })();
-    match result {
-        Ok(ids) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(ids)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Uploads and creates one job's batch, recording each id as soon as it is known.

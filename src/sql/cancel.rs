@@ -7,7 +7,7 @@ use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::BindInfo;
 
 use super::refresh::{cells, columns};
-use super::{fail, ty, value_text, Cell, ColType, SqlError, SqlTable};
+use super::{fail, job_id_param, ty, Cell, ColType, SqlError, SqlTable};
 use crate::refresh;
 use crate::runtime::Runtime;
 
@@ -27,13 +27,7 @@ impl SqlTable for Cancel {
     }
 
     fn parse(bind: &BindInfo) -> Result<String, SqlError> {
-        match value_text(&bind.get_parameter(0)) {
-            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            _ => Err(fail(
-                Self::NAME,
-                "job_id must not be NULL or empty (pass a job_id from batch_history())",
-            )),
-        }
+        job_id_param(bind, Self::NAME)
     }
 
     fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {

@@ -8,7 +8,7 @@ use duckdb::core::LogicalTypeId;
 use duckdb::vtab::BindInfo;
 
 use super::history::{job_cells, job_columns};
-use super::{fail, ty, value_text, Cell, ColType, SqlError, SqlTable};
+use super::{fail, job_id_param, ty, Cell, ColType, SqlError, SqlTable};
 use crate::runtime::Runtime;
 use crate::store;
 
@@ -49,14 +49,7 @@ impl SqlTable for Details {
     }
 
     fn parse(bind: &BindInfo) -> Result<String, SqlError> {
-        let v = bind.get_parameter(0);
-        match value_text(&v) {
-            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            _ => Err(fail(
-                Self::NAME,
-                "job_id must not be NULL or empty (pass a job_id from batch_history())",
-            )),
-        }
+        job_id_param(bind, Self::NAME)
     }
 
     fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {

@@ -283,6 +283,18 @@ pub fn value_text(v: &Value) -> Option<String> {
     }
 }
 
+/// The single job id argument of `batch_details`, `batch_cancel`, `batch_retry`:
+/// trimmed, never NULL or empty.
+pub fn job_id_param(bind: &BindInfo, func: &str) -> Result<String, SqlError> {
+    match value_text(&bind.get_parameter(0)) {
+        Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => Err(fail(
+            func,
+            "job_id must not be NULL or empty (pass a job_id from batch_history())",
+        )),
+    }
+}
+
 /// A named parameter as text; None when absent or NULL.
 pub fn named_text(bind: &BindInfo, name: &str) -> Option<String> {
     bind.get_named_parameter(name).and_then(|v| value_text(&v))

@@ -92,26 +92,9 @@ pub const NAMED: [(&str, LogicalTypeId); 13] = [
     ("max_requests_per_job", LogicalTypeId::Bigint),
 ];
 
-/// The named parameters and their SQL types (shared with the scalar's options).
-pub const NAMED_PARAMS: [(&str, LogicalTypeId); 13] = [
-    ("model", LogicalTypeId::Varchar),
-    ("provider", LogicalTypeId::Varchar),
-    ("base_url", LogicalTypeId::Varchar),
-    ("dry_run", LogicalTypeId::Boolean),
-    ("reprocess", LogicalTypeId::Boolean),
-    ("max_issues", LogicalTypeId::Bigint),
-    ("org", LogicalTypeId::Varchar),
-    ("repo", LogicalTypeId::Varchar),
-    ("state", LogicalTypeId::Varchar),
-    ("missing_analysis", LogicalTypeId::Boolean),
-    ("temperature", LogicalTypeId::Double),
-    ("max_output_tokens", LogicalTypeId::Bigint),
-    ("max_requests_per_job", LogicalTypeId::Bigint),
-];
-
 /// The named parameters, with their SQL types.
 pub fn named() -> Vec<(&'static str, LogicalTypeHandle)> {
-    NAMED_PARAMS.iter().map(|(n, t)| (*n, ty(*t))).collect()
+    NAMED.iter().map(|(n, t)| (*n, ty(*t))).collect()
 }
 
 fn is_integer(t: LogicalTypeId) -> bool {
