@@ -204,37 +204,35 @@ struct IssueReader {
 }
 
 impl IssueReader {
-    /// Gathers every selected issue with its labels and comments into the temp table
-    /// `ai_batch_payload`, in id order, with one set-based query (DuckDB aggregates on
-    /// all cores); the batches are then cheap range reads of it.
+    /// Prepares the batch query: the next `READ_BATCH` ids of `ai_batch_todo`, joined
+    /// to their issue, and their labels and comments aggregated with a semi-join on
+    /// just those ids (set-based, on all cores; a correlated subquery per issue would
+    /// rescan the comments for every batch, and one aggregate over the whole selection
+    /// would hold all of its text in DuckDB's memory at once).
     fn new(conn: &Connection) -> Result<Self, SubmitError> {
         let labels = if store::table_exists(conn, "labels")? {
             "(SELECT l.issue_id, to_json(list(l.name ORDER BY l.name))::VARCHAR AS labels \
-              FROM labels l SEMI JOIN ai_batch_todo t ON t.id = l.issue_id GROUP BY l.issue_id)"
+              FROM labels l SEMI JOIN t ON t.id = l.issue_id GROUP BY l.issue_id)"
         } else {
             "(SELECT NULL::BIGINT AS issue_id, NULL::VARCHAR AS labels WHERE false)"
         };
         let comments = if store::table_exists(conn, "comments")? {
             "(SELECT c.issue_id, to_json(list({'author': coalesce(c.author_login, ''), \
                      'body': coalesce(c.body, '')} ORDER BY c.position))::VARCHAR AS comments \
-              FROM comments c SEMI JOIN ai_batch_todo t ON t.id = c.issue_id GROUP BY c.issue_id)"
+              FROM comments c SEMI JOIN t ON t.id = c.issue_id GROUP BY c.issue_id)"
         } else {
             "(SELECT NULL::BIGINT AS issue_id, NULL::VARCHAR AS comments WHERE false)"
         };
-        conn.execute_batch(&format!(
-            "CREATE OR REPLACE TEMP TABLE ai_batch_payload AS \
-             SELECT t.id, coalesce(i.org, '') AS org, coalesce(i.repo, '') AS repo, \
-                    coalesce(i.number, 0)::BIGINT AS number, coalesce(i.title, '') AS title, i.body, \
-                    coalesce(i.state, '') AS state, lab.labels, com.comments, i.id IS NULL AS gone \
-             FROM ai_batch_todo t LEFT JOIN issues i ON i.id = t.id \
-                  LEFT JOIN {labels} lab ON lab.issue_id = t.id \
-                  LEFT JOIN {comments} com ON com.issue_id = t.id \
-             ORDER BY t.id"
-        ))?;
         Ok(IssueReader {
             sql: format!(
-                "SELECT id, org, repo, number, title, body, state, labels, comments, gone \
-                 FROM ai_batch_payload WHERE id > ? ORDER BY id LIMIT {READ_BATCH}"
+                "WITH t AS (SELECT id FROM ai_batch_todo WHERE id > ? ORDER BY id LIMIT {READ_BATCH}) \
+                 SELECT t.id, coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0)::BIGINT, \
+                        coalesce(i.title, ''), i.body, coalesce(i.state, ''), lab.labels, com.comments, \
+                        i.id IS NULL AS gone \
+                 FROM t LEFT JOIN issues i ON i.id = t.id \
+                      LEFT JOIN {labels} lab ON lab.issue_id = t.id \
+                      LEFT JOIN {comments} com ON com.issue_id = t.id \
+                 ORDER BY t.id"
             ),
         })
     }

@@ -787,7 +787,7 @@ fn classify(
 fn drop_temp(conn: &Connection) {
     let _ = conn.execute_batch(
         "DROP TABLE IF EXISTS temp.ai_batch_sel_raw; DROP TABLE IF EXISTS temp.ai_batch_sel; \
-         DROP TABLE IF EXISTS temp.ai_batch_todo; DROP TABLE IF EXISTS temp.ai_batch_payload;",
+         DROP TABLE IF EXISTS temp.ai_batch_todo;",
     );
 }
 
