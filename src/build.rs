@@ -162,29 +162,20 @@ pub fn build_requests(
         );
         let t2 = std::time::Instant::now();
         times.render_count += (t2 - t1).as_secs_f64();
-        for (issue, (text, tokens)) in issues.iter().zip(rendered) {
+        // One JSONL line for `issue` in job `job_id`, into `line`.
+        let render = |line: &mut Vec<u8>, job_id: &str, issue_id: i64, text: &str| {
             line.clear();
-            write_rendered_line(
-                &mut line,
-                &custom_id(&open.job.job_id, issue.id),
-                processor,
-                &text,
-                opts,
-            )
-            .map_err(build_err)?;
+            write_rendered_line(line, &custom_id(job_id, issue_id), processor, text, opts)
+                .map(|_| ())
+                .map_err(build_err)
+        };
+        for (issue, (text, tokens)) in issues.iter().zip(rendered) {
+            render(&mut line, &open.job.job_id, issue.id, &text)?;
             if sharder.push(issue.id, line.len()).map_err(build_err)? == ShardStep::StartNew {
                 let next = Open::new(spool)?;
                 done.push(std::mem::replace(&mut open, next).close()?);
                 // The custom id carries the job id: write the line again for the new job.
-                line.clear();
-                write_rendered_line(
-                    &mut line,
-                    &custom_id(&open.job.job_id, issue.id),
-                    processor,
-                    &text,
-                    opts,
-                )
-                .map_err(build_err)?;
+                render(&mut line, &open.job.job_id, issue.id, &text)?;
             }
             open.write(&line, issue.id, tokens)?;
         }

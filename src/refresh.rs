@@ -181,10 +181,7 @@ impl Clients {
 }
 
 fn job_base_url(job: &Job) -> String {
-    job.base_url
-        .clone()
-        .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
-        .unwrap_or_else(|| ai_batch_core::openai::DEFAULT_BASE_URL.to_string())
+    crate::submit::base_url_or_default(job.base_url.clone())
 }
 
 /// Refreshes every active job, or the one named.

@@ -539,22 +539,21 @@ fn make_client(req: &SubmitRequest) -> Result<OpenAiClient, SubmitError> {
     if key.trim().is_empty() {
         return Err(SubmitError::MissingKey);
     }
-    let base = req
-        .base_url
-        .clone()
-        .or_else(|| {
-            std::env::var("OPENAI_BASE_URL")
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-    Ok(OpenAiClient::new(&base, key, ClientOptions::default())?)
+    Ok(OpenAiClient::new(
+        &effective_base_url(req),
+        key,
+        ClientOptions::default(),
+    )?)
 }
 
 /// The base URL a request will use (recorded with the job).
 pub fn effective_base_url(req: &SubmitRequest) -> String {
-    req.base_url
-        .clone()
+    base_url_or_default(req.base_url.clone())
+}
+
+/// `given`, else `OPENAI_BASE_URL` when set and not blank, else OpenAI's own URL.
+pub fn base_url_or_default(given: Option<String>) -> String {
+    given
         .or_else(|| {
             std::env::var("OPENAI_BASE_URL")
                 .ok()
