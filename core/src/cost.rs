@@ -198,20 +198,27 @@ impl Encoding {
             if cache.len() > PIECE_CACHE_MAX {
                 cache.clear();
             }
-            tok.split(text)
-                .map(|piece| {
-                    let bytes = piece.as_bytes();
-                    if bytes.len() > PIECE_CACHE_MAX_LEN {
-                        return tok.bpe.count(bytes);
-                    }
-                    if let Some(n) = cache.get(bytes) {
-                        return *n as usize;
-                    }
-                    let n = tok.bpe.count(bytes);
-                    cache.insert(bytes.into(), n as u32);
-                    n
-                })
-                .sum()
+            let count_piece = |piece: &str| {
+                let bytes = piece.as_bytes();
+                if bytes.len() == 1 {
+                    return 1; // every byte is a token of its own in both encodings
+                }
+                if bytes.len() > PIECE_CACHE_MAX_LEN {
+                    return tok.bpe.count(bytes);
+                }
+                if let Some(n) = cache.get(bytes) {
+                    return *n as usize;
+                }
+                let n = tok.bpe.count(bytes);
+                cache.insert(bytes.into(), n as u32);
+                n
+            };
+            // o200k: the hand-written splitter (same pieces, several times faster);
+            // cl100k, or if its tables could not be built: the regex
+            match (self, crate::pretok::split_o200k(text)) {
+                (Encoding::O200kBase, Some(pieces)) => pieces.map(count_piece).sum(),
+                _ => tok.split(text).map(count_piece).sum(),
+            }
         })
     }
 

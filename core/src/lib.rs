@@ -6,6 +6,7 @@
 pub mod cost;
 pub mod http;
 pub mod openai;
+pub mod pretok;
 pub mod processor;
 pub mod requests;
 pub mod results;
