@@ -141,7 +141,7 @@ class Fake:
         self.log = open(WORK / "fake.log", "w")
         self.proc = subprocess.Popen(
             [PY, "-m", "fake_provider", "--host", "127.0.0.1", "--port", "0", "--port-file", str(pf),
-             "--advance", "immediate", "--api-key", API_KEY],
+             "--advance", "immediate", "--validate", "on-first-poll", "--api-key", API_KEY],
             cwd=ROOT, stdout=self.log, stderr=self.log)
         for _ in range(200):
             if pf.exists():

@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--advance", choices=["per-retrieve", "immediate", "timed"], default="per-retrieve")
     ap.add_argument("--step-seconds", type=float, default=1.0, help="seconds per status step in --advance timed")
     ap.add_argument("--max-requests", type=int, default=50_000, help="requests per batch before validation fails")
+    ap.add_argument(
+        "--validate",
+        choices=["on-create", "on-first-poll"],
+        default="on-create",
+        help="when a created batch's input file is parsed: in the background at create (default), or "
+        "when the batch is first polled (benchmarks: keeps the fake's parsing off the client's upload)",
+    )
     ap.add_argument("--config", help="JSON file with an initial control config (same shape as POST /_fake/config)")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = ap.parse_args(argv)
@@ -35,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         step_seconds=args.step_seconds,
         max_requests_per_batch=args.max_requests,
         verbose=args.verbose,
+        validate=args.validate,
     )
     if args.config:
         with open(args.config) as f:

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import multipart
 from .answers import answer_for_request, approx_tokens
@@ -115,7 +115,14 @@ CONFIG_SCALARS = {
     "job_metadata_key": str,
     "require_jsonl_filename": bool,
     "prep_wait_seconds": (int, float),
+    "validate": str,
 }
+# When a created batch's input file is validated (parsed line by line):
+# "on-create": in a background thread started by POST /v1/batches (the default);
+# "on-first-poll": when the batch is first advanced (retrieve, list, cancel). The real
+# service validates on its own machines; a benchmark sets "on-first-poll" so the fake's
+# parsing does not compete (for the GIL and the cores) with the client's next upload.
+VALIDATE_MODES = ("on-create", "on-first-poll")
 
 
 class ApiError(Exception):
@@ -375,6 +382,7 @@ class Batch:
         self.lock = threading.RLock()
         self.prep_done = threading.Event()
         self.prep: Prep | None = None
+        self.start_prep: Callable[[], None] | None = None  # set while validation waits for a poll
         self.retrieves = 0
         self.pending_retrieves = 0
         self.last_step = time.monotonic()
@@ -444,9 +452,12 @@ class FakeProvider:
         advance: str = "per-retrieve",
         step_seconds: float = 1.0,
         max_requests_per_batch: int = 50_000,
+        validate: str = "on-create",
     ):
         if advance not in ADVANCE_MODES:
             raise ValueError(f"advance must be one of {ADVANCE_MODES}")
+        if validate not in VALIDATE_MODES:
+            raise ValueError(f"validate must be one of {VALIDATE_MODES}")
         self.lock = threading.RLock()
         self.initial_config = {
             "api_key": api_key or os.environ.get("FAKE_OPENAI_API_KEY") or DEFAULT_API_KEY,
@@ -458,6 +469,7 @@ class FakeProvider:
             "job_metadata_key": "ai_batch_job_id",
             "require_jsonl_filename": True,
             "prep_wait_seconds": 2.0,
+            "validate": validate,
         }
         self.files = FileStore(data_dir)
         self.boot_config: dict[str, Any] | None = None
@@ -562,6 +574,8 @@ class FakeProvider:
                         raise ApiError(400, f"config: {k} has the wrong type")
                     if k == "advance" and cfg[k] not in ADVANCE_MODES:
                         raise ApiError(400, f"config: advance must be one of {list(ADVANCE_MODES)}")
+                    if k == "validate" and cfg[k] not in VALIDATE_MODES:
+                        raise ApiError(400, f"config: validate must be one of {list(VALIDATE_MODES)}")
             defaults = self._check_behaviour(cfg["defaults"], "defaults") if "defaults" in cfg else None
             jobs = {}
             if "jobs" in cfg:
@@ -830,8 +844,21 @@ class FakeProvider:
             if b.prerender_started:
                 self._prerender(b)
 
-        threading.Thread(target=work, name=f"prep-{bid}", daemon=True).start()
+        def start() -> None:
+            threading.Thread(target=work, name=f"prep-{bid}", daemon=True).start()
+
+        if self.config["validate"] == "on-first-poll":
+            b.start_prep = start
+        else:
+            start()
         return Resp.json(obj)
+
+    def _ensure_prep(self, b: Batch) -> None:
+        """Starts a deferred validation (config validate = on-first-poll) once."""
+        with b.lock:
+            start, b.start_prep = b.start_prep, None
+        if start is not None:
+            start()
 
     def _job_behaviour(self, job_id: str) -> dict[str, Any]:
         if job_id in self.jobs:
@@ -955,6 +982,7 @@ class FakeProvider:
 
     def _step(self, b: Batch, force: bool = False) -> bool:
         """Advance one status. Returns False when nothing changed (terminal or held)."""
+        self._ensure_prep(b)
         s = b.status
         if s in TERMINAL:
             return False

@@ -397,8 +397,9 @@ class FakeOpenAI:
         step_seconds: float = 1.0,
         max_requests_per_batch: int = 50_000,
         verbose: bool = False,
+        validate: str = "on-create",
     ):
-        self.provider = FakeProvider(api_key, data_dir, advance, step_seconds, max_requests_per_batch)
+        self.provider = FakeProvider(api_key, data_dir, advance, step_seconds, max_requests_per_batch, validate)
         self.host, self.port, self.verbose = host, port, verbose
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -584,6 +584,28 @@ def test_advance_modes_and_hold(fake_openai):
     assert view["status"] == "completed"
 
 
+def test_validation_deferred_to_first_poll(fake_openai):
+    """validate=on-first-poll: nothing parses the input file until the batch is polled,
+    then the batch runs as usual (the benchmark's mode)."""
+    c = sdk(fake_openai)
+    fake_openai.configure(validate="on-first-poll", advance="immediate")
+    b = submit(c, 5)
+    time.sleep(0.3)  # an on-create validation of 5 lines would be long done
+    view = control(fake_openai, f"/_fake/batches/{b.id}")
+    assert view["status"] == "validating" and view["_fake"]["requests"] is None
+    done = c.batches.retrieve(b.id)
+    assert done.status == "completed" and done.request_counts.completed == 5
+    fake_openai.configure(validate="on-create")
+    b = submit(c, 4)
+    deadline = time.monotonic() + 5
+    while control(fake_openai, f"/_fake/batches/{b.id}")["_fake"]["requests"] is None:
+        assert time.monotonic() < deadline, "on-create validation never ran"
+        time.sleep(0.02)
+    assert control(fake_openai, f"/_fake/batches/{b.id}")["_fake"]["requests"] == 4
+    with pytest.raises(urllib.error.HTTPError):
+        control(fake_openai, "/_fake/config", {"validate": "later"})
+
+
 def test_duplicate_and_unknown_custom_ids_in_output(fake_openai):
     c = sdk(fake_openai)
     fake_openai.configure(next_batch={"duplicate_custom_ids": 2, "unknown_custom_ids": 1, "output_order": "input"})
