@@ -128,16 +128,74 @@ impl std::hash::Hasher for FxHasher {
                 .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
+    }
     fn finish(&self) -> u64 {
         self.0
     }
 }
 
-type PieceCache =
-    std::collections::HashMap<Box<[u8]>, u32, std::hash::BuildHasherDefault<FxHasher>>;
+type FxMap<K> = std::collections::HashMap<K, u32, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// Pieces up to this many bytes are keyed inline, as one `u128` (the bytes, then the
+/// length in the last byte): no allocation, no pointer to follow, no `memcmp`. Most
+/// pieces are this short.
+const SHORT_PIECE: usize = 15;
+
+/// Piece → token count, for one encoding on one thread.
+#[derive(Default)]
+struct PieceCache {
+    short: FxMap<u128>,
+    long: FxMap<Box<[u8]>>,
+}
+
+impl PieceCache {
+    fn short_key(bytes: &[u8]) -> u128 {
+        let mut buf = [0u8; 16];
+        let n = bytes.len().min(SHORT_PIECE);
+        buf[..n].copy_from_slice(&bytes[..n]);
+        buf[15] = n as u8;
+        u128::from_le_bytes(buf)
+    }
+
+    /// The count of `piece`, from the cache or from `count` (then cached).
+    #[inline]
+    fn get_or_count(&mut self, piece: &[u8], count: impl FnOnce(&[u8]) -> usize) -> usize {
+        if piece.len() <= SHORT_PIECE {
+            let key = Self::short_key(piece);
+            if let Some(n) = self.short.get(&key) {
+                return *n as usize;
+            }
+            let n = count(piece);
+            self.short.insert(key, n as u32);
+            n
+        } else {
+            if let Some(n) = self.long.get(piece) {
+                return *n as usize;
+            }
+            let n = count(piece);
+            self.long.insert(piece.into(), n as u32);
+            n
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    fn clear(&mut self) {
+        self.short.clear();
+        self.long.clear();
+    }
+}
 
 thread_local! {
-    /// Piece → token count, one map per encoding.
+    /// Piece → token count, one cache per encoding.
     static PIECE_COUNTS: std::cell::RefCell<[PieceCache; 2]> =
         std::cell::RefCell::new([PieceCache::default(), PieceCache::default()]);
 }
@@ -206,12 +264,7 @@ impl Encoding {
                 if bytes.len() > PIECE_CACHE_MAX_LEN {
                     return tok.bpe.count(bytes);
                 }
-                if let Some(n) = cache.get(bytes) {
-                    return *n as usize;
-                }
-                let n = tok.bpe.count(bytes);
-                cache.insert(bytes.into(), n as u32);
-                n
+                cache.get_or_count(bytes, |b| tok.bpe.count(b))
             };
             // o200k: the hand-written splitter (same pieces, several times faster);
             // cl100k, or if its tables could not be built: the regex
