@@ -117,7 +117,9 @@ pub struct BuildTimes {
 }
 
 /// Builds the request files for the issues in `ai_batch_todo`. `spool` None: a dry
-/// run (lines are built and counted, nothing is written).
+/// run (lines are built and counted, nothing is written). Each job is handed to
+/// `on_job` as soon as its file is complete, so the caller can record and send it while
+/// the next one is built.
 pub fn build_requests(
     conn: &Connection,
     processor: &Processor,
@@ -125,7 +127,8 @@ pub fn build_requests(
     max_requests_per_job: Option<usize>,
     spool: Option<&Path>,
     times: &mut BuildTimes,
-) -> Result<Vec<BuiltJob>, SubmitError> {
+    on_job: &mut dyn FnMut(BuiltJob) -> Result<(), SubmitError>,
+) -> Result<(), SubmitError> {
     let (encoding, _) = Encoding::for_model_or_approx(&opts.model);
     let counter = RequestTokenCounter::new(processor, encoding).map_err(build_err)?;
     let mut sharder = Sharder::with_limits(
@@ -133,7 +136,6 @@ pub fn build_requests(
         DEFAULT_SHARD_BYTES,
     );
     let reader = IssueReader::new(conn)?;
-    let mut done: Vec<BuiltJob> = Vec::new();
     let mut open = Open::new(spool)?;
     let mut line: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut after = i64::MIN;
@@ -173,7 +175,7 @@ pub fn build_requests(
             render(&mut line, &open.job.job_id, issue.id, &text)?;
             if sharder.push(issue.id, line.len()).map_err(build_err)? == ShardStep::StartNew {
                 let next = Open::new(spool)?;
-                done.push(std::mem::replace(&mut open, next).close()?);
+                on_job(std::mem::replace(&mut open, next).close()?)?;
                 // The custom id carries the job id: write the line again for the new job.
                 render(&mut line, &open.job.job_id, issue.id, &text)?;
             }
@@ -182,49 +184,48 @@ pub fn build_requests(
         times.write += t2.elapsed().as_secs_f64();
     }
     if !open.job.issue_ids.is_empty() {
-        done.push(open.close()?);
+        on_job(open.close()?)?;
     } else if let Some(p) = &open.job.path {
         let _ = std::fs::remove_file(p);
     }
-    Ok(done)
+    Ok(())
 }
 
 /// Reads the issues to submit with their labels and comments, a batch at a time.
 struct IssueReader {
-    sql: String,
+    issues: String,
+    labels: Option<&'static str>,
+    comments: Option<&'static str>,
 }
 
 impl IssueReader {
-    /// Prepares the batch query: the next `READ_BATCH` ids of `ai_batch_todo`, joined
-    /// to their issue, and their labels and comments aggregated with a semi-join on
-    /// just those ids (set-based, on all cores; a correlated subquery per issue would
-    /// rescan the comments for every batch, and one aggregate over the whole selection
-    /// would hold all of its text in DuckDB's memory at once).
+    /// Prepares the batch queries: the next `READ_BATCH` ids of `ai_batch_todo` joined
+    /// to their issue, then the labels and the comments of just those ids as flat
+    /// streams in (issue id, order) order, merged here. Flat streams cost DuckDB a
+    /// fraction of aggregating each issue's comments into JSON (0.2 s against 0.7 s for
+    /// 50,000 issues) and need no JSON parsing afterwards. Never a correlated subquery
+    /// per issue: it would rescan the comments for every batch.
     fn new(conn: &Connection) -> Result<Self, SubmitError> {
-        let labels = if store::table_exists(conn, "labels")? {
-            "(SELECT l.issue_id, to_json(list(l.name ORDER BY l.name))::VARCHAR AS labels \
-              FROM labels l SEMI JOIN t ON t.id = l.issue_id GROUP BY l.issue_id)"
-        } else {
-            "(SELECT NULL::BIGINT AS issue_id, NULL::VARCHAR AS labels WHERE false)"
-        };
-        let comments = if store::table_exists(conn, "comments")? {
-            "(SELECT c.issue_id, to_json(list({'author': coalesce(c.author_login, ''), \
-                     'body': coalesce(c.body, '')} ORDER BY c.position))::VARCHAR AS comments \
-              FROM comments c SEMI JOIN t ON t.id = c.issue_id GROUP BY c.issue_id)"
-        } else {
-            "(SELECT NULL::BIGINT AS issue_id, NULL::VARCHAR AS comments WHERE false)"
-        };
+        let labels = store::table_exists(conn, "labels")?.then_some(
+            "SELECT l.issue_id, coalesce(l.name, '') FROM labels l \
+             SEMI JOIN (SELECT id FROM ai_batch_todo WHERE id > ? AND id <= ?) t ON t.id = l.issue_id \
+             ORDER BY l.issue_id, l.name",
+        );
+        let comments = store::table_exists(conn, "comments")?.then_some(
+            "SELECT c.issue_id, coalesce(c.author_login, ''), coalesce(c.body, '') FROM comments c \
+             SEMI JOIN (SELECT id FROM ai_batch_todo WHERE id > ? AND id <= ?) t ON t.id = c.issue_id \
+             ORDER BY c.issue_id, c.position",
+        );
         Ok(IssueReader {
-            sql: format!(
+            issues: format!(
                 "WITH t AS (SELECT id FROM ai_batch_todo WHERE id > ? ORDER BY id LIMIT {READ_BATCH}) \
                  SELECT t.id, coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0)::BIGINT, \
-                        coalesce(i.title, ''), i.body, coalesce(i.state, ''), lab.labels, com.comments, \
-                        i.id IS NULL AS gone \
+                        coalesce(i.title, ''), i.body, coalesce(i.state, ''), i.id IS NULL AS gone \
                  FROM t LEFT JOIN issues i ON i.id = t.id \
-                      LEFT JOIN {labels} lab ON lab.issue_id = t.id \
-                      LEFT JOIN {comments} com ON com.issue_id = t.id \
                  ORDER BY t.id"
             ),
+            labels,
+            comments,
         })
     }
 
@@ -235,37 +236,66 @@ impl IssueReader {
         conn: &Connection,
         after: i64,
     ) -> Result<(Vec<IssueInput>, Option<i64>), SubmitError> {
-        let mut stmt = conn.prepare_cached(&self.sql)?;
-        let mut rows = stmt.query(params![after])?;
-        let mut out = Vec::with_capacity(READ_BATCH as usize);
+        let mut out: Vec<IssueInput> = Vec::with_capacity(READ_BATCH as usize);
         let mut last = None;
-        while let Some(r) = rows.next()? {
-            last = Some(r.get::<_, i64>(0)?);
-            if r.get::<_, bool>(9)? {
-                continue;
+        {
+            let mut stmt = conn.prepare_cached(&self.issues)?;
+            let mut rows = stmt.query(params![after])?;
+            while let Some(r) = rows.next()? {
+                last = Some(r.get::<_, i64>(0)?);
+                if r.get::<_, bool>(7)? {
+                    continue;
+                }
+                out.push(IssueInput {
+                    id: r.get(0)?,
+                    org: r.get(1)?,
+                    repo: r.get(2)?,
+                    number: r.get(3)?,
+                    title: r.get(4)?,
+                    body: r.get(5)?,
+                    state: r.get(6)?,
+                    labels: Vec::new(),
+                    comments: Vec::new(),
+                });
             }
-            let labels: Option<String> = r.get(7)?;
-            let comments: Option<String> = r.get(8)?;
-            let labels: Vec<String> = match labels {
-                Some(j) => serde_json::from_str(&j).map_err(build_err)?,
-                None => Vec::new(),
-            };
-            let comments: Vec<CommentInput> = match comments {
-                Some(j) => serde_json::from_str(&j).map_err(build_err)?,
-                None => Vec::new(),
-            };
-            out.push(IssueInput {
-                id: r.get(0)?,
-                org: r.get(1)?,
-                repo: r.get(2)?,
-                number: r.get(3)?,
-                title: r.get(4)?,
-                body: r.get(5)?,
-                state: r.get(6)?,
-                labels,
-                comments,
-            });
         }
-        Ok((out, last))
+        let Some(last) = last else {
+            return Ok((out, None));
+        };
+        // Both streams and `out` are in issue id order: walk them together.
+        if let Some(sql) = self.labels {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params![after, last])?;
+            let mut at = 0;
+            while let Some(r) = rows.next()? {
+                if let Some(issue) = seek(&mut out, &mut at, r.get(0)?) {
+                    issue.labels.push(r.get(1)?);
+                }
+            }
+        }
+        if let Some(sql) = self.comments {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params![after, last])?;
+            let mut at = 0;
+            while let Some(r) = rows.next()? {
+                if let Some(issue) = seek(&mut out, &mut at, r.get(0)?) {
+                    issue.comments.push(CommentInput {
+                        author: r.get(1)?,
+                        body: r.get(2)?,
+                    });
+                }
+            }
+        }
+        Ok((out, Some(last)))
     }
+}
+
+/// The issue with id `id` in `issues` (sorted by id), searching forward from `*at`,
+/// which is left there for the next, not smaller, id. None: not in this batch (the
+/// issue was deleted since it was selected).
+fn seek<'a>(issues: &'a mut [IssueInput], at: &mut usize, id: i64) -> Option<&'a mut IssueInput> {
+    while issues.get(*at).is_some_and(|i| i.id < id) {
+        *at += 1;
+    }
+    issues.get_mut(*at).filter(|i| i.id == id)
 }

@@ -184,6 +184,21 @@ impl Runtime {
         }
     }
 
+    /// Lends a connection if one is idle right now; `None` otherwise (never waits, so a
+    /// call that already holds a lease cannot deadlock on a second one).
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        let mut st = lock(&self.pool);
+        if st.released {
+            return None;
+        }
+        let conn = st.idle.pop()?;
+        st.lent += 1;
+        Some(Lease {
+            conn: Some(conn),
+            runtime: Arc::clone(self),
+        })
+    }
+
     fn give_back(&self, conn: Connection) {
         let mut st = lock(&self.pool);
         st.lent = st.lent.saturating_sub(1);

@@ -239,6 +239,12 @@ pub enum SubmitError {
     Provider(#[from] OpenAiError),
     #[error("{0}")]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// The build failed after earlier jobs of the same submit were committed and sent.
+    #[error("{error}; the job(s) recorded before the failure were sent as usual: {jobs} (see batch_history(); running the same batch_submit again submits only the issues not in them)")]
+    PartlySent {
+        error: Box<SubmitError>,
+        jobs: String,
+    },
 }
 
 /// How the selection broke down.
@@ -395,41 +401,40 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     let (price, note) = price_and_note(&prices, &req.model);
 
     // Request files: streamed from the database to the spool, counted on every core.
-    let spool = if req.dry_run {
-        None
-    } else {
-        Some(spool_dir()?)
-    };
     let max_lines = req.max_requests_per_job.map(|n| n as usize);
     let mut times = crate::build::BuildTimes::default();
-    let built =
-        crate::build::build_requests(conn, proc_, &opts, max_lines, spool.as_deref(), &mut times)?;
-    let n_built: u64 = built.iter().map(|b| b.issue_ids.len() as u64).sum();
-    prof.add("read_issues", times.read, n_built);
-    prof.add("render_count_tokens", times.render_count, n_built);
-    prof.add(
-        "build_jsonl",
-        times.write,
-        built.iter().map(|b| b.bytes).sum(),
-    );
-    prof.mark("build_requests", built.iter().map(|b| b.bytes).sum());
-    let planned: Vec<PlannedJob> = built
-        .into_iter()
-        .map(|b| {
-            let input = b.input_tokens();
-            let output = out_each * b.issue_ids.len() as u64;
-            PlannedJob {
-                cost_estimate: price
-                    .as_ref()
-                    .map(|p| cost::estimate_cost(input, output, p)),
-                input_tokens: input,
-                output_tokens: output,
-                built: b,
-            }
-        })
-        .collect();
+    let plan = |b: crate::build::BuiltJob| {
+        let input = b.input_tokens();
+        let output = out_each * b.issue_ids.len() as u64;
+        PlannedJob {
+            cost_estimate: price
+                .as_ref()
+                .map(|p| cost::estimate_cost(input, output, p)),
+            input_tokens: input,
+            output_tokens: output,
+            built: b,
+        }
+    };
+    let profile_build = |prof: &mut crate::profile::Profiler,
+                         times: &crate::build::BuildTimes,
+                         n: u64,
+                         bytes: u64| {
+        prof.add("read_issues", times.read, n);
+        prof.add("render_count_tokens", times.render_count, n);
+        prof.add("build_jsonl", times.write, bytes);
+    };
 
-    if req.dry_run {
+    let Some(client) = client else {
+        // A dry run: build and count, write and send nothing.
+        let mut planned = Vec::new();
+        crate::build::build_requests(conn, proc_, &opts, max_lines, None, &mut times, &mut |b| {
+            planned.push(plan(b));
+            Ok(())
+        })?;
+        let n: u64 = planned.iter().map(|p| p.built.issue_ids.len() as u64).sum();
+        let bytes = planned.iter().map(|p| p.built.bytes).sum();
+        profile_build(&mut prof, &times, n, bytes);
+        prof.mark("build_requests", bytes);
         drop_temp(conn);
         let jobs = planned
             .into_iter()
@@ -448,28 +453,118 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             })
             .collect();
         return Ok(SubmitResult { summary, jobs });
-    }
-
-    // Claim the new jobs before they become visible, so that a concurrent refresh
-    // never takes a job this call is still sending for an interrupted one.
-    let _claims: Vec<_> = planned
-        .iter()
-        .filter_map(|p| rt.claim_job(&p.built.job_id))
-        .collect();
-    // Commit jobs + items before any network call.
-    let job_rows = record_jobs(conn, req, proc_, &planned, &summary)?;
-    prof.mark("record_items", summary.to_submit as u64);
-    crate::failpoint::hit("submit_after_record");
-    drop_temp(conn);
-    drop(guard);
-
-    // Network: one job at a time.
-    let Some(client) = client else {
-        return Err(SubmitError::MissingKey);
     };
-    let mut outcomes = Vec::with_capacity(planned.len());
+
+    // A real submit, pipelined: each job is committed (with its pending items) as soon
+    // as its file is complete, then handed to a sender thread with a connection of its
+    // own, which uploads and creates it while the next job is being built. A job is
+    // always committed before any network call for it. When no second connection is
+    // idle (other ai_batch calls hold them), the jobs are sent after the build instead,
+    // on this connection.
+    let spool = spool_dir()?;
+    let sender_conn = rt.try_lease();
+    let described = summary.describe();
+    let mut claims = Vec::new();
+    let mut recorded: Vec<String> = Vec::new();
+    let mut record_secs = 0.0;
+    let mut bytes_built = 0u64;
+    let (built, sent) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(PlannedJob, i64)>();
+        let (client, described, note) = (&client, &described, &note);
+        // The lease moves into the thread (a connection is Send, not Sync) and goes
+        // back to the pool when the thread ends.
+        let (sender, rx) = match sender_conn {
+            Some(c) => (
+                Some(scope.spawn(move || send_jobs(&c, client, rx, described, note))),
+                None,
+            ),
+            None => (None, Some(rx)),
+        };
+        let built = crate::build::build_requests(
+            conn,
+            proc_,
+            &opts,
+            max_lines,
+            Some(&spool),
+            &mut times,
+            &mut |b| {
+                let p = plan(b);
+                if !recorded.is_empty() {
+                    crate::failpoint::hit("submit_before_next_record");
+                }
+                // Claim the job before it becomes visible, so that a concurrent refresh
+                // never takes a job this call is still sending for an interrupted one.
+                claims.extend(rt.claim_job(&p.built.job_id));
+                let skipped = if recorded.is_empty() {
+                    summary.skipped()
+                } else {
+                    0
+                };
+                let t = std::time::Instant::now();
+                let pk = record_job(conn, req, proc_, &p, skipped)?;
+                record_secs += t.elapsed().as_secs_f64();
+                crate::failpoint::hit("submit_after_record");
+                recorded.push(p.built.job_id.clone());
+                bytes_built += p.built.bytes;
+                // The receiver lives until this scope ends; a send can only fail if
+                // the sender thread is gone, and then its join below reports it.
+                let _ = tx.send((p, pk));
+                Ok(())
+            },
+        );
+        drop(tx);
+        profile_build(&mut prof, &times, summary.to_submit as u64, bytes_built);
+        prof.add("record_items", record_secs, summary.to_submit as u64);
+        prof.mark("build_requests", bytes_built);
+        // Every job is committed: other submits may start while the last uploads run.
+        drop_temp(conn);
+        drop(guard);
+        let sent = match (sender, rx) {
+            (Some(h), _) => h.join().map_err(|_| ()),
+            (None, Some(rx)) => Ok(send_jobs(conn, client, rx, described, note)),
+            (None, None) => Err(()),
+        };
+        (built, sent)
+    });
+    let outcomes = match sent {
+        Ok(o) => o,
+        Err(_) => {
+            return Err(SubmitError::Build(format!(
+                "the sender thread stopped unexpectedly; {} job(s) were recorded: run batch_refresh() to reconcile them",
+                recorded.len()
+            )))
+        }
+    };
+    // What was left of the uploads after the build (the rest overlapped it).
+    prof.mark("upload_create", outcomes.len() as u64);
+    if let Err(e) = built {
+        if recorded.is_empty() {
+            return Err(e);
+        }
+        return Err(SubmitError::PartlySent {
+            error: Box::new(e),
+            jobs: recorded.join(", "),
+        });
+    }
+    Ok(SubmitResult {
+        summary,
+        jobs: outcomes,
+    })
+}
+
+/// The sender thread of a submit: uploads and creates each recorded job in turn. After
+/// a failure, the later jobs are marked failed without being sent (batch_retry sends
+/// them again).
+fn send_jobs(
+    conn: &Connection,
+    client: &OpenAiClient,
+    jobs: std::sync::mpsc::Receiver<(PlannedJob, i64)>,
+    described: &str,
+    note: &Option<String>,
+) -> Vec<JobOutcome> {
+    let mut outcomes = Vec::new();
     let mut earlier_failure: Option<String> = None;
-    for (p, job_pk) in planned.iter().zip(job_rows) {
+    for (p, job_pk) in jobs {
         let job_id = &p.built.job_id;
         let Some(path) = p.built.path.as_deref() else {
             continue;
@@ -485,22 +580,27 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             message: String::new(),
         };
         if let Some(prev) = &earlier_failure {
+            let _ = std::fs::remove_file(path);
             let msg = format!("not sent because an earlier job of this submit failed ({prev}); batch_retry('{job_id}') sends it again");
-            store::fail_job(conn, job_pk, "not_sent", &msg)?;
+            let status = match store::fail_job(conn, job_pk, "not_sent", &msg) {
+                Ok(()) => "failed",
+                // still `created`: batch_refresh() marks it interrupted
+                Err(_) => "created",
+            };
             outcomes.push(JobOutcome {
-                status: "failed".into(),
+                status: status.into(),
                 message: msg,
                 ..base
             });
             continue;
         }
-        let outcome = send_job(conn, &client, job_pk, job_id, path);
+        let outcome = send_job(conn, client, job_pk, job_id, path);
         let _ = std::fs::remove_file(path);
         match outcome {
             Ok((status, batch_id)) => outcomes.push(JobOutcome {
                 status,
                 provider_batch_id: Some(batch_id),
-                message: with_note(format!("submitted; {}", summary.describe()), &note),
+                message: with_note(format!("submitted; {described}"), note),
                 ..base
             }),
             Err((status, msg)) => {
@@ -513,11 +613,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             }
         }
     }
-    prof.mark("upload_create", outcomes.len() as u64);
-    Ok(SubmitResult {
-        summary,
-        jobs: outcomes,
-    })
+    outcomes
 }
 
 fn with_note(msg: String, note: &Option<String>) -> String {
@@ -898,15 +994,16 @@ fn spool_dir() -> Result<PathBuf, SubmitError> {
     Ok(dir)
 }
 
-/// Commits the jobs and their pending items in one transaction. Returns the jobs'
-/// primary keys, in order.
-fn record_jobs(
+/// Commits one job and its pending items in one transaction. Returns the job's primary
+/// key. `skipped`: the selection-level skipped count, recorded on the first job of a
+/// submit only, so that summing skipped_count over jobs counts each issue once.
+fn record_job(
     conn: &Connection,
     req: &SubmitRequest,
     proc_: &Processor,
-    planned: &[PlannedJob],
-    summary: &SelectionSummary,
-) -> Result<Vec<i64>, SubmitError> {
+    p: &PlannedJob,
+    skipped: i64,
+) -> Result<i64, SubmitError> {
     let options = serde_json::json!({
         "temperature": req.temperature,
         "max_output_tokens": req.max_output_tokens,
@@ -916,12 +1013,8 @@ fn record_jobs(
     .to_string();
     let selection = req.selection_text();
     let base_url = effective_base_url(req);
-    store::in_transaction(conn, || -> Result<Vec<i64>, SubmitError> {
-        let mut ids = Vec::with_capacity(planned.len());
-        for (n, p) in planned.iter().enumerate() {
-            // The selection-level skipped count is recorded on the first job only, so
-            // that summing skipped_count over jobs counts each issue once.
-            let skipped = if n == 0 { summary.skipped() } else { 0 };
+    store::in_transaction(conn, || -> Result<i64, SubmitError> {
+        {
             let pk: i64 = conn.query_row(
                 "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
                     issues_count, skipped_count, cost_estimate, estimated_input_tokens, \
@@ -968,9 +1061,8 @@ fn record_jobs(
                 ])?;
             }
             app.flush()?;
-            ids.push(pk);
+            Ok(pk)
         }
-        Ok(ids)
     })
 }
 

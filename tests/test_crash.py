@@ -124,6 +124,33 @@ def test_kill_during_submit(db, fake_openai, monkeypatch, point, expect_status):
     con.close()
 
 
+def test_kill_between_jobs_of_a_pipelined_submit(db, fake_openai, monkeypatch):
+    """Jobs are committed and sent one by one while the next is built: a kill before
+    job 2 is recorded leaves job 1 (committed, perhaps already sent) and nothing of the
+    rest, and running the same submit again sends only the rest."""
+    path, n = db
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    submit = ("con.execute(\"SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
+              "max_requests_per_job := 6)\").fetchall()")
+    r = run_child(path, fake_openai, submit, failpoint="submit_before_next_record")
+    assert r.returncode == -9, (r.returncode, r.stdout, r.stderr[-2000:])
+    con = open_db(path)
+    jobs = con.execute("SELECT job_id, issues_count FROM batch_jobs").fetchall()
+    assert len(jobs) == 1 and jobs[0][1] == 6, jobs
+    assert con.execute("SELECT count(*) FROM batch_items").fetchall()[0][0] == 6
+    again = con.execute("SELECT submitted FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
+                        "max_requests_per_job := 6, base_url := ?)", [fake_openai.base_url]).fetchall()
+    assert sum(s for (s,) in again) == n - 6, again
+    refresh_until_settled(con)
+    # Job 1 may have been killed before its upload finished: then it is failed as
+    # interrupted, and a retry sends it.
+    for (job_id,) in con.execute("SELECT job_id FROM batch_jobs WHERE status = 'failed'").fetchall():
+        con.execute("SELECT * FROM batch_retry(?)", [job_id]).fetchall()
+    refresh_until_settled(con)
+    check_invariants(con, fake_openai, n)
+    con.close()
+
+
 @pytest.mark.parametrize("point", ["refresh_after_download", "refresh_before_commit", "refresh_after_commit"])
 def test_kill_during_refresh(db, fake_openai, monkeypatch, point):
     path, n = db

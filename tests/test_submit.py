@@ -402,6 +402,46 @@ def _generate_issues(con, n: int, repo: str = "gen", body_repeat: int = 1) -> No
     )
 
 
+def test_each_request_carries_its_own_labels_and_comments_in_order(connect, env):
+    """Labels and comments are read as flat streams per read batch (16,384 issues) and
+    merged by issue id: every request must carry exactly its issue's labels (by name)
+    and comments (by position), also across the batch boundary and when rows were
+    inserted out of order."""
+    con = connect()
+    con.execute(SCHEMA.read_text(encoding="utf-8"))
+    n = 16_500
+    _generate_issues(con, n)
+    # Comments on every 7th issue, positions inserted in reverse; labels on every 5th
+    # issue, names inserted in reverse. Around the read-batch boundary, every issue.
+    with_extras = "number % 7 = 0 OR number BETWEEN 16370 AND 16400"
+    for pos in (2, 1, 0):
+        con.execute(
+            "INSERT INTO comments (issue_id, position, author_login, body) "
+            f"SELECT id, {pos}, 'user' || number, 'note-' || number || '-p{pos}' FROM issues WHERE {with_extras}"
+        )
+    con.execute("INSERT INTO labels (issue_id, name) SELECT id, 'zeta-' || number FROM issues WHERE number % 5 = 0")
+    con.execute("INSERT INTO labels (issue_id, name) SELECT id, 'alpha-' || number FROM issues WHERE number % 5 = 0")
+    number_of = dict(con.execute("SELECT id, number FROM issues").fetchall())
+    job = only_job_id(rows(con, f"SELECT * FROM batch_submit('{PL}', $$SELECT id FROM issues$$)"))
+    file_id = scalar(con, "SELECT input_file_id FROM batch_jobs WHERE job_id = ?", [job])
+    lines = uploaded_lines(env, file_id)
+    assert len(lines) == n
+    marker = re.compile(r"note-(\d+)-p(\d)|(alpha|zeta)-(\d+)")
+    for ln in lines:
+        issue_id = int(ln["custom_id"].rsplit("-i", 1)[1])
+        k = number_of[issue_id]
+        text = ln["body"]["messages"][1]["content"]
+        found = [m.group(0) for m in marker.finditer(text)]
+        want_labels = [f"alpha-{k}", f"zeta-{k}"] if k % 5 == 0 else []
+        want_comments = [f"note-{k}-p{p}" for p in range(3)] if (k % 7 == 0 or 16370 <= k <= 16400) else []
+        assert sorted(found) == sorted(want_labels + want_comments), (k, found)
+        assert [f for f in found if f.startswith("note")] == want_comments, (k, found)
+        if want_comments:
+            assert f"[comment 1] user{k}:" in text, text[-500:]
+        if want_labels:
+            assert text.index(f"alpha-{k}") < text.index(f"zeta-{k}")
+
+
 def _run_concurrently(funcs) -> list[Any]:
     barrier = threading.Barrier(len(funcs))
     results: list[Any] = [None] * len(funcs)
