@@ -1,7 +1,9 @@
 //! Test-only crash points. When the environment variable `AI_BATCH_FAILPOINT` names
 //! a point, the process kills itself there with SIGKILL — exactly what `kill -9`
 //! does — so the crash tests can check that the next `batch_refresh()` repairs the
-//! state. Unset (always, for users), a point costs one environment lookup.
+//! state. `AI_BATCH_FAILPOINT=error:<point>` makes the points that support it fail
+//! with an ordinary error instead ([`fails`]). Unset (always, for users), a point
+//! costs one environment lookup.
 
 /// Dies with SIGKILL if `AI_BATCH_FAILPOINT` equals `name`.
 pub fn hit(name: &str) {
@@ -16,4 +18,12 @@ pub fn hit(name: &str) {
         }
         std::process::abort();
     }
+}
+
+/// True if `AI_BATCH_FAILPOINT` is `error:<name>`: the caller then fails with an error.
+pub fn fails(name: &str) -> bool {
+    std::env::var("AI_BATCH_FAILPOINT")
+        .ok()
+        .and_then(|v| v.strip_prefix("error:").map(|p| p == name))
+        .unwrap_or(false)
 }

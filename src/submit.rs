@@ -491,6 +491,11 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
                 let p = plan(b);
                 if !recorded.is_empty() {
                     crate::failpoint::hit("submit_before_next_record");
+                    if crate::failpoint::fails("submit_before_next_record") {
+                        return Err(SubmitError::Build(
+                            "injected failure (AI_BATCH_FAILPOINT)".into(),
+                        ));
+                    }
                 }
                 // Claim the job before it becomes visible, so that a concurrent refresh
                 // never takes a job this call is still sending for an interrupted one.

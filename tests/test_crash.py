@@ -151,6 +151,33 @@ def test_kill_between_jobs_of_a_pipelined_submit(db, fake_openai, monkeypatch):
     con.close()
 
 
+def test_build_failure_after_a_sent_job_names_it(db, fake_openai, monkeypatch):
+    """A failure while job 2 is being built, after job 1 was committed and handed to the
+    sender: the statement fails, the message names job 1 as sent, job 1 is at the
+    provider, and the same submit again sends only the rest."""
+    path, n = db
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("AI_BATCH_FAILPOINT", "error:submit_before_next_record")
+    con = open_db(path)
+    sql = ("SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
+           "max_requests_per_job := 6, base_url := ?)")
+    with pytest.raises(duckdb.Error) as ei:
+        con.execute(sql, [fake_openai.base_url]).fetchall()
+    msg = str(ei.value)
+    jobs = con.execute("SELECT job_id, status, issues_count, provider_batch_id FROM batch_jobs").fetchall()
+    assert len(jobs) == 1, jobs
+    job_id, status, issues, batch_id = jobs[0]
+    assert issues == 6 and batch_id is not None and status != "created", jobs
+    assert "injected failure" in msg and job_id in msg and "were sent" in msg, msg
+    assert sum(fake_openai.state()["counts"]["creates_by_job"].values()) == 1
+    monkeypatch.delenv("AI_BATCH_FAILPOINT")
+    again = con.execute(sql, [fake_openai.base_url]).fetchall()
+    assert len(again) == 2 and sum(r[5] for r in again) == n - 6, again
+    refresh_until_settled(con)
+    check_invariants(con, fake_openai, n)
+    con.close()
+
+
 @pytest.mark.parametrize("point", ["refresh_after_download", "refresh_before_commit", "refresh_after_commit"])
 def test_kill_during_refresh(db, fake_openai, monkeypatch, point):
     path, n = db
