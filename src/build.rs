@@ -59,6 +59,19 @@ fn spool_err(path: &Path, e: std::io::Error) -> SubmitError {
 struct Open {
     job: BuiltJob,
     file: Option<BufWriter<File>>,
+    /// Deletes the spool file if the build stops before the shard is closed.
+    _unfinished: RemoveOnDrop,
+}
+
+/// Removes a file when dropped, unless disarmed (set to None).
+pub(crate) struct RemoveOnDrop(pub(crate) Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl Open {
@@ -74,6 +87,7 @@ impl Open {
             None => (None, None),
         };
         Ok(Open {
+            _unfinished: RemoveOnDrop(path.clone()),
             job: BuiltJob {
                 job_id,
                 path,
@@ -95,12 +109,13 @@ impl Open {
         Ok(())
     }
 
-    fn close(self) -> Result<BuiltJob, SubmitError> {
+    fn close(mut self) -> Result<BuiltJob, SubmitError> {
         if let (Some(f), Some(p)) = (self.file, self.job.path.as_ref()) {
             // No fsync: a spool file lost in a crash is rebuilt by batch_retry (the job
             // is then `created`, which refresh marks interrupted).
             f.into_inner().map_err(|e| spool_err(p, e.into_error()))?;
         }
+        self._unfinished.0 = None; // complete: the caller owns the file now
         Ok(self.job)
     }
 }
@@ -185,9 +200,7 @@ pub fn build_requests(
     }
     if !open.job.issue_ids.is_empty() {
         on_job(open.close()?)?;
-    } else if let Some(p) = &open.job.path {
-        let _ = std::fs::remove_file(p);
-    }
+    } // else: dropping the empty shard removes its file
     Ok(())
 }
 

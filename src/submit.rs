@@ -489,6 +489,8 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             &mut times,
             &mut |b| {
                 let p = plan(b);
+                // Until the job is handed to the sender, a failure removes its file.
+                let mut unsent = crate::build::RemoveOnDrop(p.built.path.clone());
                 if !recorded.is_empty() {
                     crate::failpoint::hit("submit_before_next_record");
                     if crate::failpoint::fails("submit_before_next_record") {
@@ -513,6 +515,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
                 bytes_built += p.built.bytes;
                 // The receiver lives until this scope ends; a send can only fail if
                 // the sender thread is gone, and then its join below reports it.
+                unsent.0 = None;
                 let _ = tx.send((p, pk));
                 Ok(())
             },

@@ -158,6 +158,8 @@ def test_build_failure_after_a_sent_job_names_it(db, fake_openai, monkeypatch):
     path, n = db
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("AI_BATCH_FAILPOINT", "error:submit_before_next_record")
+    spool = path.parent / "spool"
+    monkeypatch.setenv("AI_BATCH_SPOOL_DIR", str(spool))
     con = open_db(path)
     sql = ("SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
            "max_requests_per_job := 6, base_url := ?)")
@@ -170,6 +172,8 @@ def test_build_failure_after_a_sent_job_names_it(db, fake_openai, monkeypatch):
     assert issues == 6 and batch_id is not None and status != "created", jobs
     assert "injected failure" in msg and job_id in msg and "were sent" in msg, msg
     assert sum(fake_openai.state()["counts"]["creates_by_job"].values()) == 1
+    # No request file is left behind: job 1's was sent, the others were never finished.
+    assert list(spool.iterdir()) == []
     monkeypatch.delenv("AI_BATCH_FAILPOINT")
     again = con.execute(sql, [fake_openai.base_url]).fetchall()
     assert len(again) == 2 and sum(r[5] for r in again) == n - 6, again
