@@ -166,12 +166,8 @@ impl Runtime {
             if st.released {
                 return Err(RuntimeError::Released);
             }
-            if let Some(conn) = st.idle.pop() {
-                st.lent += 1;
-                return Ok(Lease {
-                    conn: Some(conn),
-                    runtime: Arc::clone(self),
-                });
+            if let Some(lease) = self.take_idle(&mut st) {
+                return Ok(lease);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -191,6 +187,11 @@ impl Runtime {
         if st.released {
             return None;
         }
+        self.take_idle(&mut st)
+    }
+
+    /// Lends an idle connection of the (locked) pool, if there is one.
+    fn take_idle(self: &Arc<Self>, st: &mut PoolState) -> Option<Lease> {
         let conn = st.idle.pop()?;
         st.lent += 1;
         Some(Lease {
