@@ -473,12 +473,11 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         let (client, described, note) = (&client, &described, &note);
         // The lease moves into the thread (a connection is Send, not Sync) and goes
         // back to the pool when the thread ends.
-        let (sender, rx) = match sender_conn {
-            Some(c) => (
-                Some(scope.spawn(move || send_jobs(&c, client, rx, described, note))),
-                None,
-            ),
-            None => (None, Some(rx)),
+        let sending = match sender_conn {
+            Some(c) => {
+                Sending::Thread(scope.spawn(move || send_jobs(&c, client, rx, described, note)))
+            }
+            None => Sending::AfterBuild(rx),
         };
         let built = crate::build::build_requests(
             conn,
@@ -527,10 +526,9 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         // Every job is committed: other submits may start while the last uploads run.
         drop_temp(conn);
         drop(guard);
-        let sent = match (sender, rx) {
-            (Some(h), _) => h.join().map_err(|_| ()),
-            (None, Some(rx)) => Ok(send_jobs(conn, client, rx, described, note)),
-            (None, None) => Err(()),
+        let sent = match sending {
+            Sending::Thread(h) => h.join().map_err(|_| ()),
+            Sending::AfterBuild(rx) => Ok(send_jobs(conn, client, rx, described, note)),
         };
         (built, sent)
     });
@@ -560,6 +558,13 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     })
 }
 
+/// Where a submit's recorded jobs go: a sender thread running during the build, or a
+/// queue sent after it on the caller's connection.
+enum Sending<'s> {
+    Thread(std::thread::ScopedJoinHandle<'s, Vec<JobOutcome>>),
+    AfterBuild(std::sync::mpsc::Receiver<(PlannedJob, i64)>),
+}
+
 /// The sender thread of a submit: uploads and creates each recorded job in turn. After
 /// a failure, the later jobs are marked failed without being sent (batch_retry sends
 /// them again).
@@ -577,6 +582,8 @@ fn send_jobs(
         let Some(path) = p.built.path.as_deref() else {
             continue;
         };
+        // Sent or not, the request file is not needed after this iteration.
+        let _spool_file = crate::build::RemoveOnDrop(Some(path.to_path_buf()));
         let base = JobOutcome {
             job_id: Some(job_id.clone()),
             status: String::new(),
@@ -588,7 +595,6 @@ fn send_jobs(
             message: String::new(),
         };
         if let Some(prev) = &earlier_failure {
-            let _ = std::fs::remove_file(path);
             let msg = format!("not sent because an earlier job of this submit failed ({prev}); batch_retry('{job_id}') sends it again");
             let status = match store::fail_job(conn, job_pk, "not_sent", &msg) {
                 Ok(()) => "failed",
@@ -602,9 +608,7 @@ fn send_jobs(
             });
             continue;
         }
-        let outcome = send_job(conn, client, job_pk, job_id, path);
-        let _ = std::fs::remove_file(path);
-        match outcome {
+        match send_job(conn, client, job_pk, job_id, path) {
             Ok((status, batch_id)) => outcomes.push(JobOutcome {
                 status,
                 provider_batch_id: Some(batch_id),
@@ -1022,55 +1026,53 @@ fn record_job(
     let selection = req.selection_text();
     let base_url = effective_base_url(req);
     store::in_transaction(conn, || -> Result<i64, SubmitError> {
-        {
-            let pk: i64 = conn.query_row(
-                "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
-                    issues_count, skipped_count, cost_estimate, estimated_input_tokens, \
-                    estimated_output_tokens, selection_query, options, base_url, retry_of, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
-                params![
-                    p.built.job_id,
-                    req.provider,
-                    proc_.name(),
-                    proc_.version(),
-                    req.model,
-                    p.built.issue_ids.len() as i64,
-                    skipped,
-                    p.cost_estimate,
-                    p.input_tokens as i64,
-                    p.output_tokens as i64,
-                    selection,
-                    options,
-                    base_url,
-                    req.retry_of,
-                ],
-                |r| r.get(0),
-            )?;
-            let mut app = conn.appender_with_columns(
-                "batch_items",
-                &[
-                    "batch_job_id",
-                    "issue_id",
-                    "custom_id",
-                    "status",
-                    "estimated_input_tokens",
-                    "attempts",
-                ],
-            )?;
-            for (id, tokens) in p.built.issue_ids.iter().zip(&p.built.tokens) {
-                let attempts = req.prior_attempts.get(id).copied().unwrap_or(0) + 1;
-                app.append_row(params![
-                    pk,
-                    id,
-                    custom_id(&p.built.job_id, *id),
-                    "pending",
-                    *tokens as i64,
-                    attempts
-                ])?;
-            }
-            app.flush()?;
-            Ok(pk)
+        let pk: i64 = conn.query_row(
+            "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
+                issues_count, skipped_count, cost_estimate, estimated_input_tokens, \
+                estimated_output_tokens, selection_query, options, base_url, retry_of, updated_at) \
+             VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
+            params![
+                p.built.job_id,
+                req.provider,
+                proc_.name(),
+                proc_.version(),
+                req.model,
+                p.built.issue_ids.len() as i64,
+                skipped,
+                p.cost_estimate,
+                p.input_tokens as i64,
+                p.output_tokens as i64,
+                selection,
+                options,
+                base_url,
+                req.retry_of,
+            ],
+            |r| r.get(0),
+        )?;
+        let mut app = conn.appender_with_columns(
+            "batch_items",
+            &[
+                "batch_job_id",
+                "issue_id",
+                "custom_id",
+                "status",
+                "estimated_input_tokens",
+                "attempts",
+            ],
+        )?;
+        for (id, tokens) in p.built.issue_ids.iter().zip(&p.built.tokens) {
+            let attempts = req.prior_attempts.get(id).copied().unwrap_or(0) + 1;
+            app.append_row(params![
+                pk,
+                id,
+                custom_id(&p.built.job_id, *id),
+                "pending",
+                *tokens as i64,
+                attempts
+            ])?;
         }
+        app.flush()?;
+        Ok(pk)
     })
 }
 
