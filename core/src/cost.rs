@@ -124,8 +124,7 @@ impl std::hash::Hasher for FxHasher {
         for chunk in bytes.chunks(8) {
             let mut buf = [0u8; 8];
             buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.write_u64(u64::from_le_bytes(buf));
         }
     }
     fn write_u64(&mut self, x: u64) {
@@ -167,14 +166,12 @@ impl PieceCache {
     #[inline]
     fn get_or_count(&mut self, piece: &[u8], count: impl FnOnce(&[u8]) -> usize) -> usize {
         if piece.len() <= SHORT_PIECE {
-            let key = Self::short_key(piece);
-            if let Some(n) = self.short.get(&key) {
-                return *n as usize;
-            }
-            let n = count(piece);
-            self.short.insert(key, n as u32);
-            n
+            *self
+                .short
+                .entry(Self::short_key(piece))
+                .or_insert_with(|| count(piece) as u32) as usize
         } else {
+            // looked up by slice first: an owned key is only made for a new piece
             if let Some(n) = self.long.get(piece) {
                 return *n as usize;
             }

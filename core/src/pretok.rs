@@ -177,16 +177,22 @@ impl O200kSplit<'_> {
         (self.class.get(cp as usize).copied().unwrap_or(0), len)
     }
 
-    /// The end of the run of characters with any of `bits`, starting at `i`.
+    /// The end of the run of characters whose class bits satisfy `take`, from `i`.
     #[inline(always)]
-    fn run_end(&self, mut i: usize, bits: u8) -> usize {
+    fn run_while(&self, mut i: usize, take: impl Fn(u8) -> bool) -> usize {
         loop {
             let (c, len) = self.class_at(i);
-            if len == 0 || c & bits == 0 {
+            if len == 0 || !take(c) {
                 return i;
             }
             i += len;
         }
+    }
+
+    /// The end of the run of characters with any of `bits`, starting at `i`.
+    #[inline(always)]
+    fn run_end(&self, i: usize, bits: u8) -> usize {
+        self.run_while(i, |c| c & bits != 0)
     }
 
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)?` at `i`: the end after it (or `i`).
@@ -307,14 +313,7 @@ impl O200kSplit<'_> {
         if let Some(s) = s4 {
             // "other" is a class of its own only by absence: punctuation, symbols,
             // marks, unassigned code points
-            let mut e = s;
-            loop {
-                let (c, len) = self.class_at(e);
-                if len == 0 || c & (SPACE | LETTER | NUMBER) != 0 {
-                    break;
-                }
-                e += len;
-            }
+            let mut e = self.run_while(s, |c| c & (SPACE | LETTER | NUMBER) == 0);
             while matches!(self.bytes.get(e), Some(b'\r' | b'\n' | b'/')) {
                 e += 1;
             }
