@@ -550,25 +550,30 @@ def submit_columns(res: dict) -> list[tuple[str, list[str], list[str]]]:
     return cols
 
 
-def summarize_submit(runs: list[dict], key: str) -> dict | None:
+def summarize_runs(runs: list[dict], key: str, from_first: tuple[str, ...]) -> tuple[list[dict], dict | None]:
+    """The finished runs of `key` and their summary: medians of the seconds, the process
+    wall time, the peak RSS and every stage; the `from_first` fields of the first run."""
     rs = [r[key] for r in runs if r.get(key) and r[key].get("seconds") is not None]
     if not rs:
-        return None
+        return rs, None
     stage_names = sorted({s for r in rs for s in (r.get("stages") or {})})
-    s = {
+    return rs, {
         "tool": rs[0]["tool"],
         "runs": len(rs),
         "seconds": median(r["seconds"] for r in rs),
         "seconds_all": [round(r["seconds"], 3) for r in rs],
         "process_wall": median(r["process_wall"] for r in rs),
-        "issues": rs[0].get("issues"),
-        "jobs": rs[0].get("jobs"),
-        "jsonl_bytes": rs[0].get("jsonl_bytes"),
-        "est_input_tokens": rs[0].get("est_input_tokens"),
+        **{f: rs[0].get(f) for f in from_first},
         "peak_rss_mb": median(r["peak_rss_mb"] for r in rs),
-        "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs),
         "stages": {n: median((r.get("stages") or {}).get(n) for r in rs) for n in stage_names},
     }
+
+
+def summarize_submit(runs: list[dict], key: str) -> dict | None:
+    rs, s = summarize_runs(runs, key, ("issues", "jobs", "jsonl_bytes", "est_input_tokens"))
+    if s is None:
+        return None
+    s["peak_rss_mb_max"] = max(r["peak_rss_mb"] for r in rs)
     if key == "ext_submit":
         s["rss_after_load_mb"] = median(r.get("rss_after_load_mb") for r in rs)
         s["peak_rss_over_load_mb"] = median(r["peak_rss_mb"] - (r.get("rss_after_load_mb") or 0) for r in rs)
@@ -582,21 +587,9 @@ def summarize_submit(runs: list[dict], key: str) -> dict | None:
 
 
 def summarize_collect(runs: list[dict], key: str) -> dict | None:
-    rs = [r[key] for r in runs if r.get(key) and r[key].get("seconds") is not None]
-    if not rs:
+    rs, s = summarize_runs(runs, key, ("results", "analyses"))
+    if s is None:
         return None
-    stage_names = sorted({s for r in rs for s in (r.get("stages") or {})})
-    s = {
-        "tool": rs[0]["tool"],
-        "runs": len(rs),
-        "seconds": median(r["seconds"] for r in rs),
-        "seconds_all": [round(r["seconds"], 3) for r in rs],
-        "process_wall": median(r["process_wall"] for r in rs),
-        "results": rs[0].get("results"),
-        "analyses": rs[0].get("analyses"),
-        "peak_rss_mb": median(r["peak_rss_mb"] for r in rs),
-        "stages": {n: median((r.get("stages") or {}).get(n) for r in rs) for n in stage_names},
-    }
     for extra in ("items_completed", "items_pending", "refresh_rows"):
         if extra in rs[0]:
             s[extra] = rs[0][extra]
