@@ -275,40 +275,47 @@ impl IssueReader {
         let Some(last) = last else {
             return Ok((out, None));
         };
-        // Both streams and `out` are in issue id order: walk them together.
         if let Some(sql) = self.labels {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(params![after, last])?;
-            let mut at = 0;
-            while let Some(r) = rows.next()? {
-                if let Some(issue) = seek(&mut out, &mut at, r.get(0)?) {
-                    issue.labels.push(r.get(1)?);
-                }
-            }
+            merge_rows(conn, sql, (after, last), &mut out, |issue, r| {
+                issue.labels.push(r.get(1)?);
+                Ok(())
+            })?;
         }
         if let Some(sql) = self.comments {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(params![after, last])?;
-            let mut at = 0;
-            while let Some(r) = rows.next()? {
-                if let Some(issue) = seek(&mut out, &mut at, r.get(0)?) {
-                    issue.comments.push(CommentInput {
-                        author: r.get(1)?,
-                        body: r.get(2)?,
-                    });
-                }
-            }
+            merge_rows(conn, sql, (after, last), &mut out, |issue, r| {
+                issue.comments.push(CommentInput {
+                    author: r.get(1)?,
+                    body: r.get(2)?,
+                });
+                Ok(())
+            })?;
         }
         Ok((out, Some(last)))
     }
 }
 
-/// The issue with id `id` in `issues` (sorted by id), searching forward from `*at`,
-/// which is left there for the next, not smaller, id. None: not in this batch (the
-/// issue was deleted since it was selected).
-fn seek<'a>(issues: &'a mut [IssueInput], at: &mut usize, id: i64) -> Option<&'a mut IssueInput> {
-    while issues.get(*at).is_some_and(|i| i.id < id) {
-        *at += 1;
+/// Runs `sql` for the ids in `(after, last]`, whose rows start with an issue id and come
+/// in issue id order, and hands each row to `add` with its issue: `issues` is in id
+/// order too, so both are walked together. Rows of an issue that is not in `issues`
+/// (deleted since it was selected) are passed over.
+fn merge_rows(
+    conn: &Connection,
+    sql: &str,
+    (after, last): (i64, i64),
+    issues: &mut [IssueInput],
+    mut add: impl FnMut(&mut IssueInput, &duckdb::Row<'_>) -> duckdb::Result<()>,
+) -> Result<(), SubmitError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![after, last])?;
+    let mut at = 0;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        while issues.get(at).is_some_and(|i| i.id < id) {
+            at += 1;
+        }
+        if let Some(issue) = issues.get_mut(at).filter(|i| i.id == id) {
+            add(issue, r)?;
+        }
     }
-    issues.get_mut(*at).filter(|i| i.id == id)
+    Ok(())
 }
