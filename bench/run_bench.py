@@ -838,8 +838,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         db = skip_db(ext, a.skip_rows)
         variants = [
-            ("missing_analysis", "batch_submit(p, NULL, missing_analysis := true, dry_run := true)",
-             f"SELECT * FROM batch_submit('{PROCESSOR}', NULL, missing_analysis := true, dry_run := true)", True),
+            ("missing_analysis", "batch_submit(p, '*', missing_analysis := true, dry_run := true)",
+             f"SELECT * FROM batch_submit('{PROCESSOR}', '*', missing_analysis := true, dry_run := true)", True),
             ("sql_text", "batch_submit(p, $$SELECT id FROM issues$$, dry_run := true)",
              f"SELECT * FROM batch_submit('{PROCESSOR}', $$SELECT id FROM issues$$, dry_run := true)", True),
             ("plain_sql_floor", "the same anti-joins in plain SQL (count only)",

@@ -49,9 +49,19 @@ pub enum Selection {
     Sql(String),
     /// Issue ids.
     Ids(Vec<i64>),
-    /// No explicit selection: every issue, narrowed by the filters.
+    /// `'*'`: every issue, narrowed by the filters. Only ever written out on purpose.
     All,
+    /// The selection argument was NULL: a variable that is not set, a list from a query
+    /// that found no rows. Selects nothing, and the result's message says so; it never
+    /// widens to "every issue the filters allow" (that is `'*'`).
+    Null,
 }
+
+/// The selection text that means "every issue, narrowed by the filters".
+pub const ALL_ISSUES: &str = "*";
+
+/// What the result message says about a NULL selection.
+pub const NULL_SELECTION_NOTE: &str = "the selection is NULL (a variable that is not set, or a list from a query that found no rows), so nothing was selected; to take every issue the filters allow, pass '*' as the selection";
 
 /// A submit request, as parsed from SQL.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,18 +154,6 @@ impl SubmitRequest {
                     "the selection SQL is empty (pass a SELECT with an id column)".into(),
                 ))
             }
-            Selection::All
-                if self.org.is_none()
-                    && self.repo.is_none()
-                    && self.state.is_none()
-                    && !self.missing_analysis =>
-            {
-                return Err(SubmitError::Invalid(
-                    "no selection: pass a SQL text or a list of issue ids, or NULL with at least one filter \
-                     (org :=, repo :=, state :=, missing_analysis := true)"
-                        .into(),
-                ))
-            }
             _ => {}
         }
         Ok(())
@@ -194,7 +192,8 @@ impl SubmitRequest {
                 };
                 format!("ids: [{}{more}]", shown.join(", "))
             }
-            Selection::All => "all issues".to_string(),
+            Selection::All => "all issues ('*')".to_string(),
+            Selection::Null => "NULL (nothing selected)".to_string(),
         };
         let filters: Vec<String> = [
             ("org", &self.org),
@@ -378,7 +377,11 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
                 estimated_output_tokens: 0,
                 cost_estimate: Some(0.0),
                 provider_batch_id: None,
-                message: format!("nothing to submit: {}", summary.describe()),
+                message: if req.selection == Selection::Null {
+                    format!("nothing to submit: {NULL_SELECTION_NOTE}")
+                } else {
+                    format!("nothing to submit: {}", summary.describe())
+                },
             }],
             summary,
         });
@@ -796,6 +799,7 @@ fn load_selection(conn: &Connection, req: &SubmitRequest) -> Result<(), SubmitEr
         Selection::All => {
             conn.execute_batch("INSERT INTO ai_batch_sel_raw SELECT id FROM issues")?;
         }
+        Selection::Null => {}
     }
     Ok(())
 }
@@ -1171,12 +1175,11 @@ mod tests {
         assert!(r.validate().unwrap_err().to_string().contains("nope"));
         r.processor = "product-labeling".into();
         r.validate().unwrap();
+        // '*' is explicit: it needs no filter.
         r.selection = Selection::All;
-        assert!(r
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("no selection"));
+        r.validate().unwrap();
+        r.selection = Selection::Null;
+        r.validate().unwrap();
         r.org = Some("acme".into());
         r.validate().unwrap();
         r.max_issues = Some(0);

@@ -269,7 +269,7 @@ def test_null_selection_with_filters_and_max_issues(db, env):
     expected_all = ids_of(db, "org = 'replicatedhq' AND state = 'open'")
     res = rows(
         db,
-        f"SELECT * FROM batch_submit('{PL}', NULL, org := 'replicatedhq', state := 'open', max_issues := 2)",
+        f"SELECT * FROM batch_submit('{PL}', '*', org := 'replicatedhq', state := 'open', max_issues := 2)",
     )
     assert res[0]["submitted"] == 2
     assert res[0]["over_max"] == len(expected_all) - 2
@@ -277,7 +277,7 @@ def test_null_selection_with_filters_and_max_issues(db, env):
     job, _, _ = check_submitted_job(db, env, only_job_id(res), expected_all[:2])
     assert "org = 'replicatedhq'" in job["selection_query"] and "max_issues = 2" in job["selection_query"]
     # repo filter alone; the two already submitted are skipped as active.
-    res = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, repo := 'troubleshoot')")
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', repo := 'troubleshoot')")
     ts = ids_of(db, "repo = 'troubleshoot'")
     new = [i for i in ts if i not in expected_all[:2]]
     assert res[0]["skipped_active"] == len(ts) - len(new)
@@ -286,7 +286,7 @@ def test_null_selection_with_filters_and_max_issues(db, env):
 
 def test_filters_are_bound_not_spliced(db, env):
     # Spliced into SQL text this would select every issue; bound, it matches no org.
-    res = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, org := $$x' OR '1'='1$$)")
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', org := $$x' OR '1'='1$$)")
     assert res[0]["status"] == "nothing_to_submit" and res[0]["submitted"] == 0
     assert_nothing_written(db)
     assert_nothing_sent(env)
@@ -302,7 +302,7 @@ def test_missing_analysis_takes_issues_without_a_result(db, env):
         "INSERT INTO ai_analyses (issue_id, processor, processor_version, model, result) "
         "VALUES (6, 'another-processor', '1', 'gpt-4o-mini', '{}')"
     )
-    res = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, missing_analysis := true)")
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', missing_analysis := true)")
     expected = ids_of(db, "id > 5")
     assert res[0]["submitted"] == len(expected) == SAMPLE_ISSUES - 5
     check_submitted_job(db, env, only_job_id(res), expected)
@@ -342,6 +342,25 @@ def test_typed_null_selection_selects_nothing(db, env):
     assert res[0]["status"] == "nothing_to_submit" and res[0]["selected"] == 0
     assert_nothing_written(db)
     assert_nothing_sent(env)
+
+
+@pytest.mark.parametrize("selection", ["NULL", "getvariable('idz')", "CAST(NULL AS BIGINT[])", "NULL::VARCHAR"])
+def test_null_selection_never_widens_to_the_filters(db, env, selection):
+    # Issue 9 #8: a misspelled variable (or any NULL) with org := 'acme' once sent every
+    # acme issue. NULL selects nothing, and the message says how to mean "all".
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', {selection}, org := 'acme')")
+    assert len(res) == 1
+    r = res[0]
+    assert r["status"] == "nothing_to_submit" and r["selected"] == 0 and r["submitted"] == 0
+    assert "the selection is NULL" in r["message"] and "pass '*'" in r["message"]
+    assert_nothing_written(db)
+    assert_nothing_sent(env)
+
+
+def test_star_selection_takes_every_issue_the_filters_allow(db, env):
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', org := 'acme')")
+    acme = ids_of(db, "org = 'acme'")
+    check_submitted_job(db, env, only_job_id(res), acme)
 
 
 # ----------------------------------------------------------------------------- 2. skipping
@@ -660,12 +679,12 @@ def test_sentinel_api_key_never_appears_in_tables_or_errors(db, env, monkeypatch
 
 def test_dry_run_returns_counts_and_estimate_writes_and_sends_nothing(db, env, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    res = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, state := 'open', dry_run := true)")
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', state := 'open', dry_run := true)")
     open_ids = ids_of(db, "state = 'open'")
     assert len(res) == 1
     r = res[0]
     assert r["status"] == "dry_run" and r["job_id"] is None and r["provider_batch_id"] is None
-    # `selected` counts the selection (NULL: every issue) before the filters.
+    # `selected` counts the selection ('*': every issue) before the filters.
     assert r["selected"] == SAMPLE_ISSUES and r["submitted"] == len(open_ids)
     assert f"{SAMPLE_ISSUES - len(open_ids)} excluded by the filters" in r["message"]
     assert r["estimated_input_tokens"] > 0
@@ -678,12 +697,12 @@ def test_dry_run_returns_counts_and_estimate_writes_and_sends_nothing(db, env, m
     assert_nothing_sent(env)
     # The real submit estimates exactly what the dry run said.
     monkeypatch.setenv("OPENAI_API_KEY", env.api_key)
-    real = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, state := 'open')")
+    real = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', state := 'open')")
     for k in ("selected", "submitted", "estimated_input_tokens", "estimated_output_tokens", "cost_estimate"):
         assert real[0][k] == r[k], k
     # A dry run with the tables present still writes nothing, and sees the active job.
     before = scalar(db, "SELECT count(*) FROM batch_items")
-    again = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, state := 'open', dry_run := true)")
+    again = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', state := 'open', dry_run := true)")
     assert again[0]["status"] == "nothing_to_submit" and again[0]["skipped_active"] == len(open_ids)
     assert scalar(db, "SELECT count(*) FROM batch_items") == before
     assert scalar(db, "SELECT count(*) FROM batch_jobs") == 1
@@ -693,7 +712,7 @@ def test_dry_run_returns_counts_and_estimate_writes_and_sends_nothing(db, env, m
 
 
 def test_max_requests_per_job_splits_into_jobs(db, env):
-    res = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, org := $$replicatedhq$$, max_requests_per_job := 5)")
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', org := $$replicatedhq$$, max_requests_per_job := 5)")
     ids = ids_of(db, "org = 'replicatedhq'")
     n = len(ids)
     assert len(res) == -(-n // 5) == 3
@@ -716,7 +735,7 @@ def test_max_requests_per_job_splits_into_jobs(db, env):
 def test_more_than_50000_issues_become_several_jobs(db, env):
     _generate_issues(db, 50_001, repo="big")
     t0 = time.monotonic()
-    res = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, repo := 'big')")
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', repo := 'big')")
     elapsed = time.monotonic() - t0
     print(f"\n50,001 issues submitted as {len(res)} jobs ({[r['submitted'] for r in res]}) in {elapsed:.1f} s")
     assert len(res) >= 2
@@ -857,7 +876,7 @@ def test_cost_estimate_equals_an_independent_count(db, env, o200k):
     # our built-in table.
     db.execute("CREATE TABLE ai_batch_prices (model VARCHAR, input_per_mtok DOUBLE, output_per_mtok DOUBLE)")
     db.execute("INSERT INTO ai_batch_prices VALUES ('gpt-4o-mini', 10, 20)")
-    res = rows(db, f"SELECT * FROM batch_submit('{PL}', NULL, org := 'replicatedhq', max_requests_per_job := 7)")
+    res = rows(db, f"SELECT * FROM batch_submit('{PL}', '*', org := 'replicatedhq', max_requests_per_job := 7)")
     assert len(res) == 2
     for r in res:
         job = one(db, "SELECT * FROM batch_jobs WHERE job_id = ?", [r["job_id"]])

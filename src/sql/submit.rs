@@ -1,9 +1,9 @@
 //! `batch_submit(processor, selection, <named parameters>)`: the table function form.
 //!
 //! `selection` is a SQL text (`$$SELECT id FROM issues WHERE ...$$`), a list of issue
-//! ids (literal, `?`, `getvariable(...)`), or NULL to take every issue narrowed by the
+//! ids (literal, `?`, `getvariable(...)`), or `'*'` to take every issue narrowed by the
 //! filters. (DuckDB's C API registers exactly one signature per table function, so
-//! the selection cannot be left out; NULL stands for "no explicit selection".)
+//! the selection cannot be left out.) NULL selects nothing and says so.
 
 use std::sync::Arc;
 
@@ -107,20 +107,18 @@ fn is_integer(t: LogicalTypeId) -> bool {
 
 /// Turns the selection argument into a [`Selection`].
 ///
-/// Only an untyped NULL (the literal `NULL`) means "no explicit selection". A typed
-/// NULL is an empty selection: `getvariable('ids')` after
-/// `SET VARIABLE ids = (SELECT list(id) ... WHERE <nothing matches>)` is a NULL
-/// `BIGINT[]`, and must select nothing rather than every issue the filters allow.
+/// Every NULL, typed or not, is [`Selection::Null`]: it selects nothing and the result
+/// says so. Hosts disagree on the type a literal `NULL` arrives with (untyped in the
+/// 2.0 wheels, typed in the 1.5.6 CLI), and a misspelled `getvariable('idz')` is as
+/// untyped as the literal, so no NULL may stand for "every issue the filters allow":
+/// that is the explicit text `'*'`.
 pub fn selection_from_value(v: &Value) -> Result<Selection, SqlError> {
     let t = v.logical_type_id();
     if v.is_null() {
-        return Ok(match t {
-            LogicalTypeId::SqlNull => Selection::All,
-            _ => Selection::Ids(Vec::new()),
-        });
+        return Ok(Selection::Null);
     }
     match t {
-        LogicalTypeId::Varchar => Ok(Selection::Sql(value_text(v).unwrap_or_default())),
+        LogicalTypeId::Varchar => Ok(selection_from_text(value_text(v).unwrap_or_default())),
         LogicalTypeId::List => {
             let items = v.to_list().unwrap_or_default();
             let mut ids = Vec::with_capacity(items.len());
@@ -141,8 +139,17 @@ pub fn selection_from_value(v: &Value) -> Result<Selection, SqlError> {
         t if is_integer(t) => Ok(Selection::Ids(vec![v.to_int64()])),
         _ => Err(fail(
             NAME,
-            "selection must be a SQL text ($$SELECT id FROM issues ...$$), a list of issue ids, or NULL with filters",
+            "selection must be a SQL text ($$SELECT id FROM issues ...$$), a list of issue ids, or '*' for every issue the filters allow",
         )),
+    }
+}
+
+/// A selection text: `'*'` (every issue, narrowed by the filters) or SQL.
+pub fn selection_from_text(text: String) -> Selection {
+    if text.trim() == crate::submit::ALL_ISSUES {
+        Selection::All
+    } else {
+        Selection::Sql(text)
     }
 }
 

@@ -267,20 +267,20 @@ fn read_options(input: &DataChunkHandle, row: usize) -> Result<Vec<(String, Opt)
 
 /// Reads row `row`'s selection from the second column.
 ///
-/// A NULL of a typed column is an empty selection, not "every issue": the
-/// subquery `(SELECT list(id) FROM issues WHERE <nothing matches>)` is a NULL
-/// `BIGINT[]`, and with filter options it must not turn into "all issues of the org".
+/// A NULL is [`Selection::Null`] (nothing selected, said in the message), never
+/// "every issue": the subquery `(SELECT list(id) FROM issues WHERE <nothing matches>)`
+/// is a NULL `BIGINT[]`, and with filter options it must not turn into "all issues of
+/// the org". `'*'` is the explicit "every issue the filters allow".
 fn read_selection(input: &DataChunkHandle, row: usize) -> Result<Selection, SqlError> {
     let flat = input.flat_vector(1);
     let t = flat.logical_type();
-    if t.id() == LogicalTypeId::SqlNull {
-        return Ok(Selection::All);
-    }
-    if flat.row_is_null(row as u64) {
-        return Ok(Selection::Ids(Vec::new()));
+    if t.id() == LogicalTypeId::SqlNull || flat.row_is_null(row as u64) {
+        return Ok(Selection::Null);
     }
     match t.id() {
-        LogicalTypeId::Varchar => Ok(Selection::Sql(read_varchar(&flat, row).unwrap_or_default())),
+        LogicalTypeId::Varchar => Ok(super::submit::selection_from_text(
+            read_varchar(&flat, row).unwrap_or_default(),
+        )),
         LogicalTypeId::List => {
             let child_t = t.child(0).id();
             if !is_int(child_t) && child_t != LogicalTypeId::SqlNull {
@@ -305,7 +305,7 @@ fn read_selection(input: &DataChunkHandle, row: usize) -> Result<Selection, SqlE
         )),
         _ => Err(fail(
             NAME,
-            "the second argument must be a list of issue ids, a SQL text, or NULL with filter options",
+            "the second argument must be a list of issue ids, a SQL text, or '*' for every issue the filter options allow",
         )),
     }
 }
