@@ -268,8 +268,39 @@ pub fn write_rendered_line(
         out.truncate(start);
         return Err(RequestError::Serialize(e.to_string()));
     }
+    escape_line_separators(out, start);
     out.push(b'\n');
     Ok(out.len() - start)
+}
+
+/// Rewrites raw U+2028 / U+2029 in `out[start..]` as `\u2028` / `\u2029`, as Python's
+/// `json.dumps` writes them. JSON allows them raw, but consumers that split lines on
+/// them (Python's `str.splitlines`, for one) would cut such a request in two. serde_json
+/// only ever writes them inside strings, where the escape means the same character.
+fn escape_line_separators(out: &mut Vec<u8>, start: usize) {
+    // Both are E2 80 A8 / E2 80 A9 in UTF-8; most lines hold no 0xE2 byte at all.
+    if !out[start..].contains(&0xE2) {
+        return;
+    }
+    let tail = out.split_off(start);
+    let mut i = 0;
+    while i < tail.len() {
+        match tail[i..] {
+            [0xE2, 0x80, 0xA8, ..] => {
+                out.extend_from_slice(b"\\u2028");
+                i += 3;
+            }
+            [0xE2, 0x80, 0xA9, ..] => {
+                out.extend_from_slice(b"\\u2029");
+                i += 3;
+            }
+            [b, ..] => {
+                out.push(b);
+                i += 1;
+            }
+            [] => break,
+        }
+    }
 }
 
 /// What the [`Sharder`] says about the next line.
@@ -651,8 +682,12 @@ mod tests {
         let content = v["body"]["messages"][1]["content"].as_str().unwrap();
         assert_eq!(content, pl().user_message(&i).text);
         assert!(content.contains(nasty));
-        // Raw control characters never reach the file.
+        // Raw control characters never reach the file, nor the line separators
+        // U+2028 / U+2029 that Python's splitlines() would cut the line at.
         assert!(!text.trim_end().bytes().any(|b| b < 0x20));
+        assert!(!text.contains('\u{2028}') && !text.contains('\u{2029}'));
+        assert!(text.contains("ls \\u2028 ps \\u2029"));
+        assert_eq!(text.trim_end().lines().count(), 1);
         assert!(
             text.contains("🦀"),
             "non-ASCII is written as UTF-8, not escaped"
