@@ -169,6 +169,22 @@ mod tests {
     }
 
     #[test]
+    fn every_registered_function_is_known() {
+        use crate::sql::SqlTable;
+        for name in [
+            crate::sql::history::History::NAME,
+            crate::sql::details::Details::NAME,
+            crate::sql::release::Release::NAME,
+            crate::sql::submit::Submit::NAME,
+            crate::sql::refresh::Refresh::NAME,
+            crate::sql::cancel::Cancel::NAME,
+            crate::sql::retry::Retry::NAME,
+        ] {
+            assert!(OWN_FUNCTIONS.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
     fn names_are_matched_case_insensitively() {
         assert_eq!(
             refused_function(["list_value", "BATCH_Cancel"]),
