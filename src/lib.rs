@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod failpoint;
+pub mod guard;
 pub mod profile;
 pub mod refresh;
 pub mod retry;
@@ -29,7 +30,14 @@ fn register<T: SqlTable>(conn: &Connection, rt: &Arc<Runtime>) -> duckdb::Result
     conn.register_table_function_with_extra_info::<Table<T>, Arc<Runtime>>(T::NAME, rt)
 }
 
-fn init(conn: Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// Registers every function.
+///
+/// # Safety
+/// `db` is the database handle DuckDB passed to the entrypoint, still inside it.
+unsafe fn init(
+    conn: Connection,
+    db: ffi::duckdb_database,
+) -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::start(&conn)?;
     register::<sql::history::History>(&conn, &rt)?;
     register::<sql::details::Details>(&conn, &rt)?;
@@ -38,10 +46,8 @@ fn init(conn: Connection) -> Result<(), Box<dyn std::error::Error>> {
     register::<sql::refresh::Refresh>(&conn, &rt)?;
     register::<sql::cancel::Cancel>(&conn, &rt)?;
     register::<sql::retry::Retry>(&conn, &rt)?;
-    conn.register_scalar_function_with_state::<sql::submit_scalar::SubmitScalar>(
-        sql::submit::NAME,
-        &rt,
-    )?;
+    // SAFETY: the caller's contract.
+    unsafe { sql::submit_scalar::register(db, &rt) }?;
     Ok(())
 }
 
@@ -62,8 +68,9 @@ unsafe fn init_internal(
         if db_ptr.is_null() {
             return Ok(false);
         }
-        let conn = Connection::open_from_raw((*db_ptr).cast())?;
-        init(conn)?;
+        let db: ffi::duckdb_database = (*db_ptr).cast();
+        let conn = Connection::open_from_raw(db)?;
+        init(conn, db)?;
     }
     Ok(true)
 }

@@ -43,6 +43,8 @@ pub enum RuntimeError {
     Released,
     #[error("all {POOL_SIZE} of ai_batch's connections stayed busy for {} s (too many ai_batch calls at once; try again)", CHECKOUT_TIMEOUT.as_secs())]
     Busy,
+    #[error("ai_batch has no usable connection left: each was closed after a failure left it in a state that could not be trusted (close all connections, reopen the database and LOAD ai_batch again)")]
+    NoneLeft,
 }
 
 #[derive(Default)]
@@ -111,8 +113,23 @@ fn unreachable_conn() -> ! {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.runtime.give_back(conn);
+            // A panic may have stopped anywhere, halfway through a statement or a
+            // transaction: such a connection is closed, not lent again.
+            let trusted = !std::thread::panicking();
+            self.runtime.give_back(conn, trusted);
         }
+    }
+}
+
+/// Whether a connection coming back to the pool is clean: not inside a transaction
+/// (a `ROLLBACK` answers "no transaction is active"). One left open by a failure is
+/// rolled back here; one that cannot even answer that is not trusted.
+fn is_clean(conn: &Connection) -> bool {
+    match conn.execute_batch("ROLLBACK") {
+        // A transaction was still open (no code path should leave one; `store::Tx`
+        // rolls back on drop). Rolled back now: the connection is clean again.
+        Ok(()) => true,
+        Err(e) => e.to_string().contains("no transaction is active"),
     }
 }
 
@@ -169,6 +186,10 @@ impl Runtime {
             if let Some(lease) = self.take_idle(&mut st) {
                 return Ok(lease);
             }
+            if st.lent == 0 {
+                // Nothing idle and nothing out on loan: none will come back.
+                return Err(RuntimeError::NoneLeft);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(RuntimeError::Busy);
@@ -200,12 +221,15 @@ impl Runtime {
         })
     }
 
-    fn give_back(&self, conn: Connection) {
+    fn give_back(&self, conn: Connection, trusted: bool) {
+        let keep = trusted && is_clean(&conn);
         let mut st = lock(&self.pool);
         st.lent = st.lent.saturating_sub(1);
-        if st.released {
+        if st.released || !keep {
             drop(st);
             drop(conn); // closes it, outside the lock
+                        // A caller waiting for a connection must learn if none is left.
+            self.returned.notify_all();
         } else {
             st.idle.push(conn);
             drop(st);

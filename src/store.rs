@@ -191,11 +191,13 @@ pub fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
         return ensure_views(conn);
     }
     for attempt in 0..3 {
-        let r = conn.execute_batch(&format!("BEGIN; {SCHEMA_DDL} COMMIT;"));
+        let r = Tx::begin(conn).and_then(|tx| {
+            conn.execute_batch(SCHEMA_DDL)?;
+            tx.commit()
+        });
         match r {
             Ok(()) => return ensure_views(conn),
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
                 if owned_tables_present(conn)? == OWNED_TABLES.len() {
                     return ensure_views(conn);
                 }
@@ -400,22 +402,61 @@ pub fn job_error(conn: &Connection, job_pk: i64, message: &str) -> duckdb::Resul
     Ok(())
 }
 
-/// Runs `f` in one transaction: COMMIT when it succeeds, ROLLBACK when it fails.
+/// An open transaction on one of the extension's connections: rolled back when it is
+/// dropped without [`Tx::commit`] — after an error returned with `?` and during a
+/// panic alike — so a pooled connection never goes back to the pool inside a
+/// transaction (the next call would see the old snapshot, or a read-only one).
+pub struct Tx<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> Tx<'c> {
+    /// `BEGIN TRANSACTION`.
+    pub fn begin(conn: &'c Connection) -> duckdb::Result<Self> {
+        Self::start(conn, "BEGIN TRANSACTION")
+    }
+
+    /// `BEGIN TRANSACTION READ ONLY`: DuckDB refuses every write inside it.
+    pub fn begin_read_only(conn: &'c Connection) -> duckdb::Result<Self> {
+        Self::start(conn, "BEGIN TRANSACTION READ ONLY")
+    }
+
+    fn start(conn: &'c Connection, sql: &str) -> duckdb::Result<Self> {
+        conn.execute_batch(sql)?;
+        Ok(Tx { conn, open: true })
+    }
+
+    /// `COMMIT`. A failed commit is rolled back (by the drop) and reported.
+    pub fn commit(mut self) -> duckdb::Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // After a failed COMMIT DuckDB may already have ended the transaction;
+            // the ROLLBACK's "no transaction is active" is then expected. Whatever
+            // else is left is caught when the connection goes back to the pool
+            // (`Runtime::give_back`).
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Runs `f` in one transaction: COMMIT when it succeeds, ROLLBACK when it fails
+/// (or panics: see [`Tx`]).
 pub fn in_transaction<T, E: From<duckdb::Error>>(
     conn: &Connection,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, E> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    match f() {
-        Ok(v) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    let tx = Tx::begin(conn)?;
+    let v = f()?;
+    tx.commit()?;
+    Ok(v)
 }
 
 /// Marks a job that never reached the provider `failed`, and its pending items

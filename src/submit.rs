@@ -222,6 +222,8 @@ pub enum SubmitError {
     Invalid(String),
     #[error("selection must be a single SELECT (or WITH / VALUES / FROM) query: {0}")]
     BadSelection(String),
+    #[error("{0}")]
+    SelectionCalls(crate::guard::Refused),
     #[error("OPENAI_API_KEY is not set (export it in the environment of the process that runs DuckDB; it is never read from SQL)")]
     MissingKey,
     #[error("no issues table in this database (create it with sql/schema.sql and import issues with sql/import_issues.sql)")]
@@ -695,6 +697,9 @@ fn check_selection_sql(conn: &Connection, sql: &str) -> Result<(), SubmitError> 
             "it is not a read-only query (INSERT, UPDATE, DELETE, CREATE, ATTACH, COPY, PRAGMA, SET, ... are refused)".to_string()
         }));
     }
+    if let Some(refused) = crate::guard::refused_function(function_names(&v)) {
+        return Err(SubmitError::SelectionCalls(refused));
+    }
     let n = v
         .get("statements")
         .and_then(|s| s.as_array())
@@ -706,6 +711,26 @@ fn check_selection_sql(conn: &Connection, sql: &str) -> Result<(), SubmitError> 
         )));
     }
     Ok(())
+}
+
+/// Every `function_name` in DuckDB's serialized parse tree (scalar, table, aggregate
+/// and macro calls alike).
+fn function_names(v: &serde_json::Value) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(name)) = map.get("function_name") {
+                    names.push(name.as_str());
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    names
 }
 
 /// True for the integer types an `id` column may have.
@@ -734,43 +759,53 @@ fn selection_run_error(what: &str, e: duckdb::Error) -> SubmitError {
 /// `id` column. The ids are few (8 bytes each), so they are collected before the
 /// transaction ends; the temp table is filled afterwards.
 fn run_selection_sql(conn: &Connection, sql: &str) -> Result<Vec<Option<i64>>, SubmitError> {
-    conn.execute_batch("BEGIN TRANSACTION READ ONLY")?;
-    let result = (|| -> Result<Vec<Option<i64>>, SubmitError> {
-        let mut stmt = conn
-            .prepare(sql)
-            .map_err(|e| selection_run_error("prepare", e))?;
-        let mut rows = stmt.query([]).map_err(|e| selection_run_error("run", e))?;
-        let (idx, ty) = rows
-            .as_ref()
-            .and_then(|s| {
-                s.column_index("id")
-                    .ok()
-                    .map(|i| (i, s.column_logical_type(i).id()))
-            })
-            .ok_or_else(|| {
-                SubmitError::BadSelection(
-                    "it has no column named id (select the issue ids as id, e.g. SELECT id FROM issues WHERE ...)".into(),
-                )
-            })?;
-        if !is_integer_type(ty) && ty != duckdb::core::LogicalTypeId::SqlNull {
-            return Err(SubmitError::BadSelection(format!(
-                "its id column must hold integer issue ids, not {} (select issues.id, or CAST(... AS BIGINT) AS id)",
-                format!("{ty:?}").to_uppercase()
-            )));
-        }
-        let mut ids = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| selection_run_error("run", e))? {
-            let id: Option<i64> = row.get(idx).map_err(|e| {
+    // Rolled back when this function returns, whatever happens (see `store::Tx`).
+    let _read_only = store::Tx::begin_read_only(conn)?;
+    // From here until the rows are read, every ai_batch function refuses to bind on
+    // this thread (see `guard`): the check above cannot see into views or macros.
+    let scope = crate::guard::SelectionScope::enter();
+    let refused = |e: duckdb::Error, what: &str| match scope.refused() {
+        Some(func) => SubmitError::SelectionCalls(crate::guard::Refused::Own(func)),
+        None => selection_run_error(what, e),
+    };
+    let mut stmt = conn.prepare(sql).map_err(|e| refused(e, "prepare"))?;
+    let mut rows = stmt.query([]).map_err(|e| refused(e, "run"))?;
+    let (idx, ty) = rows
+        .as_ref()
+        .and_then(|s| {
+            s.column_index("id")
+                .ok()
+                .map(|i| (i, s.column_logical_type(i).id()))
+        })
+        .ok_or_else(|| {
+            SubmitError::BadSelection(
+                "it has no column named id (select the issue ids as id, e.g. SELECT id FROM issues WHERE ...)".into(),
+            )
+        })?;
+    let null_typed = ty == duckdb::core::LogicalTypeId::SqlNull;
+    if !is_integer_type(ty) && !null_typed {
+        return Err(SubmitError::BadSelection(format!(
+            "its id column must hold integer issue ids, not {} (select issues.id, or CAST(... AS BIGINT) AS id)",
+            format!("{ty:?}").to_uppercase()
+        )));
+    }
+    crate::failpoint::panic_at("selection_read");
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| refused(e, "run"))? {
+        // A column of type NULL (`SELECT NULL AS id`) holds nothing but NULLs, and
+        // duckdb-rs cannot read one (it panics): NULL ids select nothing.
+        let id: Option<i64> = if null_typed {
+            None
+        } else {
+            row.get(idx).map_err(|e| {
                 SubmitError::BadSelection(format!(
                     "its id column must hold integer issue ids that fit in a BIGINT ({e})"
                 ))
-            })?;
-            ids.push(id);
-        }
-        Ok(ids)
-    })();
-    let _ = conn.execute_batch("ROLLBACK");
-    result
+            })?
+        };
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// Fills the temp table `ai_batch_sel_raw(id)` from the selection.

@@ -161,6 +161,35 @@ impl<T: SqlTable> VTab for Table<T> {
     type BindData = Bound<T::Params>;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
+        contained(T::NAME, || Self::bind_inner(bind))
+    }
+
+    fn init(_: &InitInfo) -> Result<Self::InitData, BoxError> {
+        Ok(Progress::default())
+    }
+
+    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+        contained(T::NAME, || Self::func_inner(func, output))
+    }
+
+    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+        Some(T::parameters())
+    }
+
+    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+        Some(
+            T::named_parameters()
+                .into_iter()
+                .map(|(n, t)| (n.to_string(), t))
+                .collect(),
+        )
+    }
+}
+
+impl<T: SqlTable> Table<T> {
+    fn bind_inner(bind: &BindInfo) -> Result<Bound<T::Params>, BoxError> {
+        // First of all: inside a selection, no ai_batch function may even bind.
+        crate::guard::refuse_inside_selection(T::NAME).map_err(SqlError)?;
         let rt_ptr = bind.get_extra_info::<Arc<Runtime>>();
         if rt_ptr.is_null() {
             return Err(Box::new(fail(
@@ -184,11 +213,10 @@ impl<T: SqlTable> VTab for Table<T> {
         Ok(Bound { rt, params })
     }
 
-    fn init(_: &InitInfo) -> Result<Self::InitData, BoxError> {
-        Ok(Progress::default())
-    }
-
-    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+    fn func_inner(
+        func: &TableFunctionInfo<Self>,
+        output: &mut DataChunkHandle,
+    ) -> Result<(), BoxError> {
         let bound = func.get_bind_data();
         let progress = func.get_init_data();
         let mut guard = progress.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,18 +244,30 @@ impl<T: SqlTable> VTab for Table<T> {
         output.set_len(take);
         Ok(())
     }
+}
 
-    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
-        Some(T::parameters())
-    }
-
-    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        Some(
-            T::named_parameters()
-                .into_iter()
-                .map(|(n, t)| (n.to_string(), t))
-                .collect(),
-        )
+/// Runs a DuckDB callback of function `func` and turns a panic into a clear error.
+///
+/// The last line of defence: no code path is meant to panic (clippy denies `unwrap` and
+/// `expect`), and duckdb-rs would catch one too, but only with a bare "Rust callback
+/// panicked". A pooled connection in use when the panic struck is closed, not lent
+/// again (see `runtime::Lease`); a transaction on it is rolled back (`store::Tx`).
+pub fn contained<T>(func: &str, f: impl FnOnce() -> Result<T, BoxError>) -> Result<T, BoxError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(Box::new(fail(
+                func,
+                format!(
+                    "internal error, this is a bug: {what} (the call was stopped; anything it committed before shows in batch_history(); please report it with the statement that caused it)"
+                ),
+            )))
+        }
     }
 }
 
