@@ -208,11 +208,10 @@ def test_kill_while_the_create_is_in_flight_then_refresh_before_and_after_it_lan
     import time
 
     path, n = db
-    # The create takes 4 s at the provider; refresh waits 3 x 2 s after it was sent.
-    timeout = "2"
+    # The create takes 8 s at the provider; refresh waits 3 x 4 s after it was sent.
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", timeout)
-    fake_openai.configure({"fault": {"kind": "delay", "delay": 4, "method": "POST", "path": "/v1/batches"}})
+    monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "4")
+    fake_openai.configure({"fault": {"kind": "delay", "delay": 8, "method": "POST", "path": "/v1/batches"}})
     env = dict(os.environ, OPENAI_BASE_URL=fake_openai.base_url)
     env.pop("AI_BATCH_FAILPOINT", None)
     prog = textwrap.dedent(f"""

@@ -54,6 +54,12 @@ def wait_until(pred, timeout=15.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def sleep_past_window(con, job_id, create_timeout):
+    """Until refresh may decide: SETTLE_FACTOR create timeouts after the create was sent."""
+    sent = job(con, job_id)["submitted_at"].timestamp()
+    time.sleep(max(0.0, sent + SETTLE_FACTOR * create_timeout + 0.2 - time.time()))
+
+
 def create_answered(fake):
     """The delayed create has been answered (or refused) by the fake."""
     return any(r["method"] == "POST" and r["path"] == "/v1/batches" and r["fault"] == "delay"
@@ -64,9 +70,9 @@ def create_answered(fake):
 
 
 def test_a_create_still_in_flight_is_not_created_again_and_is_adopted_when_it_lands(db, fake_openai, monkeypatch):
-    # The client gives up after 1 s; the provider makes the batch after 2.5 s.
+    # The client gives up after 1 s; the provider makes the batch after 4 s.
     monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "1")
-    fake_openai.configure({"fault": {"kind": "delay", "delay": 2.5, **CREATE}})
+    fake_openai.configure({"fault": {"kind": "delay", "delay": 4, **CREATE}})
     s = submit(db)
     jid = s["job_id"]
     assert s["status"] == "uploaded" and "timed out" in s["message"], s
@@ -91,13 +97,12 @@ def test_a_create_that_lands_after_the_window_is_refused_because_its_file_was_de
     # would make the batch after 6 s, but by then the input file is gone.
     monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "1")
     fake_openai.configure({"fault": {"kind": "delay", "delay": 6, **CREATE}})
-    t0 = time.monotonic()
     s = submit(db)
     jid = s["job_id"]
     file_id = job(db, jid)["input_file_id"]
     assert s["status"] == "uploaded"
     assert refresh(db)[0]["status"] == "uploaded"
-    time.sleep(max(0.0, t0 + SETTLE_FACTOR * 1 + 0.3 - time.monotonic()))
+    sleep_past_window(db, jid, 1)
     out = refresh(db)
     assert [r["status"] for r in out] == ["failed"], out
     msg = out[0]["message"]
@@ -121,6 +126,21 @@ def test_a_create_that_lands_after_the_window_is_refused_because_its_file_was_de
     assert creates(fake_openai) == {new: 1}
 
 
+def test_cancelling_a_job_whose_create_is_in_flight_makes_sure_it_never_lands(db, fake_openai, monkeypatch):
+    monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "1")
+    fake_openai.configure({"fault": {"kind": "delay", "delay": 3, **CREATE}})
+    s = submit(db)
+    jid = s["job_id"]
+    file_id = job(db, jid)["input_file_id"]
+    assert s["status"] == "uploaded"
+    out = rows(db, "SELECT * FROM batch_cancel(?)", [jid])
+    assert out[0]["status"] == "cancelled" and "can no longer make a batch" in out[0]["message"], out
+    assert file_id not in file_ids(fake_openai)
+    wait_until(lambda: create_answered(fake_openai), what="the delayed create")
+    assert fake_openai.state()["counts"]["batch_creates"] == 0
+    assert {i["status"] for i in items(db, jid)} == {"cancelled"}
+
+
 # ----------------------------------------------------------------------------- 13. 4xx / 5xx on create
 
 
@@ -140,7 +160,6 @@ def test_a_create_refused_with_4xx_deletes_the_uploaded_file(db, fake_openai):
 def test_a_500_on_create_waits_then_deletes_the_file_and_fails_the_job(db, fake_openai, monkeypatch):
     monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "0.5")
     fake_openai.configure({"fault": {"kind": "server_error", **CREATE}})
-    t0 = time.monotonic()
     s = submit(db)
     jid = s["job_id"]
     file_id = job(db, jid)["input_file_id"]
@@ -149,7 +168,7 @@ def test_a_500_on_create_waits_then_deletes_the_file_and_fails_the_job(db, fake_
     out = refresh(db)
     assert out[0]["status"] == "uploaded" and "may still land" in out[0]["message"], out
     assert file_id in file_ids(fake_openai)
-    time.sleep(max(0.0, t0 + SETTLE_FACTOR * 0.5 + 0.3 - time.monotonic()))
+    sleep_past_window(db, jid, 0.5)
     out = refresh(db)
     assert out[0]["status"] == "failed" and "never created a batch" in out[0]["message"], out
     assert file_id not in file_ids(fake_openai)
