@@ -70,6 +70,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "duplicate_custom_ids": 0,  # extra output lines repeating the first N custom_ids
     "unknown_custom_ids": 0,  # extra output lines with custom_ids that were never sent
     "output_order": "shuffled",  # shuffled | input | reversed
+    "report_status": None,  # a status to report instead of the real one (the batch waits meanwhile)
 }
 BEHAVIOUR_KEYS = frozenset(DEFAULT_BEHAVIOUR)
 
@@ -116,6 +117,7 @@ CONFIG_SCALARS = {
     "require_jsonl_filename": bool,
     "prep_wait_seconds": (int, float),
     "validate": str,
+    "list_omits_metadata": bool,
 }
 # When a created batch's input file is validated (parsed line by line):
 # "on-create": in a background thread started by POST /v1/batches (the default);
@@ -421,6 +423,13 @@ class Batch:
     def status(self) -> str:
         return self.obj["status"]
 
+    def public(self) -> dict[str, Any]:
+        """The batch object as the API shows it (a copy; `report_status` applied)."""
+        d = copy.deepcopy(self.obj)
+        if self.behaviour.get("report_status"):
+            d["status"] = self.behaviour["report_status"]
+        return d
+
     def n(self) -> int:
         if self.final_n is not None:
             return self.final_n
@@ -470,6 +479,7 @@ class FakeProvider:
             "require_jsonl_filename": True,
             "prep_wait_seconds": 2.0,
             "validate": validate,
+            "list_omits_metadata": False,  # a gateway that lists batches without `metadata`
         }
         self.files = FileStore(data_dir)
         self.boot_config: dict[str, Any] | None = None
@@ -538,6 +548,9 @@ class FakeProvider:
                 raise ApiError(400, f"{where}: {k} must be a non-empty list of {list(allowed)}")
         if b.get("output_order", "input") not in ("shuffled", "input", "reversed"):
             raise ApiError(400, f"{where}: output_order must be shuffled, input or reversed")
+        rs = b.get("report_status")
+        if rs is not None and (not isinstance(rs, str) or not rs):
+            raise ApiError(400, f"{where}: report_status must be a non-empty string or null")
         return copy.deepcopy(b)
 
     def _check_fault(self, f: Any) -> dict[str, Any]:
@@ -829,7 +842,7 @@ class FakeProvider:
                 d = self.counts["creates_by_job"]
                 d[job_id] = d.get(job_id, 0) + 1
             max_req = self.config["max_requests_per_batch"]
-            obj = copy.deepcopy(b.obj)
+            obj = b.public()
 
         def work() -> None:
             try:
@@ -906,7 +919,7 @@ class FakeProvider:
                     self._step(b)
             else:
                 self._advance_timed(b)
-            return Resp.json(b.obj)
+            return Resp.json(b.public())
 
     def batch_list(self, query: dict[str, str]) -> Resp:
         limit = _int_param(query, "limit", 20, 1, 100)
@@ -923,7 +936,9 @@ class FakeProvider:
         for b in page:
             self._advance_timed(b)
             with b.lock:
-                data.append(copy.deepcopy(b.obj))
+                data.append(b.public())
+                if self.config["list_omits_metadata"]:
+                    del data[-1]["metadata"]
         return Resp.json(
             {
                 "object": "list",
@@ -960,7 +975,7 @@ class FakeProvider:
                 b.obj["cancelling_at"] = _now()
                 b.pending_retrieves = 0
                 b.last_step = time.monotonic()
-            return Resp.json(b.obj)
+            return Resp.json(b.public())
 
     # ------------------------------------------------------------------ control of one batch
 
@@ -986,7 +1001,7 @@ class FakeProvider:
         s = b.status
         if s in TERMINAL:
             return False
-        if not force and b.behaviour.get("hold_at") == s:
+        if not force and (b.behaviour.get("hold_at") == s or b.behaviour.get("report_status")):
             return False
         beh, o, now = b.behaviour, b.behaviour["outcome"], _now()
         if s == "validating":

@@ -7,6 +7,7 @@ pub mod build;
 pub mod failpoint;
 pub mod guard;
 pub mod profile;
+pub mod reconcile;
 pub mod refresh;
 pub mod retry;
 pub mod runtime;

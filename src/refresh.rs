@@ -6,8 +6,11 @@
 //!   so no batch can exist): the job and its items are marked `failed`
 //!   (`interrupted`), ready for `batch_retry`. Nothing is sent.
 //! - `uploaded` (the file is at the provider; the create call may or may not have
-//!   reached it): the provider's batches are listed and matched on
-//!   `metadata.ai_batch_job_id`. Found: adopted. Not found: created now, once.
+//!   reached it): see `reconcile`. The provider's batches are listed and matched on
+//!   `metadata.ai_batch_job_id` or the job's `input_file_id`. Found: adopted. Not
+//!   found: created now if no create was ever sent; left `uploaded` while a create
+//!   sent earlier may still land; after that, the input file is deleted (so it can
+//!   never land), the list read again, and the job failed `not_created`.
 //! - a provider status: the batch is retrieved and the status and counts recorded.
 //! - a terminal status not yet collected: the output and error files are downloaded
 //!   and applied in one transaction: analyses written, every item moved to exactly
@@ -21,14 +24,11 @@
 //! once apply each job once, and a job that is being submitted is never taken for
 //! an interrupted one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ai_batch_core::cost::{self, PriceTable};
-use ai_batch_core::openai::{
-    Batch, BatchStatus, ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT,
-    COMPLETION_WINDOW_24H, JOB_ID_METADATA_KEY,
-};
+use ai_batch_core::openai::{Batch, BatchStatus, ClientOptions, OpenAiClient, OpenAiError};
 use ai_batch_core::processor::{self, Processor};
 use ai_batch_core::results::{self, Outcome};
 use duckdb::{params, Connection, OptionalExt};
@@ -36,7 +36,12 @@ use duckdb::{params, Connection, OptionalExt};
 use crate::runtime::Runtime;
 use crate::store;
 
-/// Statuses of a job that is still going somewhere.
+/// Statuses after which a batch changes no more. Any other status, including one
+/// ai_batch does not know (a provider may add `paused`, say), is active until collected.
+pub const TERMINAL_STATUSES: [&str; 4] = ["completed", "failed", "expired", "cancelled"];
+
+/// Statuses of a job that is still going somewhere (and, active too, any status
+/// not in [`TERMINAL_STATUSES`]).
 pub const ACTIVE_STATUSES: [&str; 6] = [
     "created",
     "uploaded",
@@ -93,13 +98,15 @@ struct Job {
     provider_batch_id: Option<String>,
     input_file_id: Option<String>,
     created_epoch: Option<i64>,
+    /// When the last create was sent (Unix ms), if ever.
+    sent_ms: Option<i64>,
     collected: bool,
 }
 
 const JOB_SQL: &str =
     "SELECT id, job_id, status, processor, coalesce(processor_version, ''), model, \
     base_url, provider_batch_id, input_file_id, epoch(created_at)::BIGINT, \
-    collected_at IS NOT NULL FROM batch_jobs";
+    collected_at IS NOT NULL, epoch_ms(submitted_at) FROM batch_jobs";
 
 /// The row message of a job another call is working on.
 const BUSY: &str = "skipped: another ai_batch call (a submit, refresh or cancel on another \
@@ -118,6 +125,7 @@ fn job_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<Job> {
         input_file_id: r.get(8)?,
         created_epoch: r.get(9)?,
         collected: r.get(10)?,
+        sent_ms: r.get(11)?,
     })
 }
 
@@ -135,10 +143,16 @@ fn jobs_to_refresh(conn: &Connection, job_id: Option<&str>) -> Result<Vec<Job>, 
     if let Some(id) = job_id {
         return Ok(vec![load_job(conn, id)?]);
     }
+    // Every job not collected, but for those that failed before reaching the provider:
+    // a status ai_batch does not know stays active and is polled again.
+    let terminal = TERMINAL_STATUSES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     let sql = format!(
-        "{JOB_SQL} WHERE status IN ('created','uploaded','validating','in_progress','finalizing','cancelling') \
-            OR (status IN ('completed','failed','expired','cancelled') AND collected_at IS NULL \
-                AND provider_batch_id IS NOT NULL) \
+        "{JOB_SQL} WHERE collected_at IS NULL \
+            AND (status NOT IN ({terminal}) OR provider_batch_id IS NOT NULL) \
          ORDER BY id"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -150,18 +164,20 @@ fn jobs_to_refresh(conn: &Connection, job_id: Option<&str>) -> Result<Vec<Job>, 
 /// when the call starts, and required only when a job needs the network.
 struct Clients {
     key: Option<String>,
+    opts: ClientOptions,
     by_url: HashMap<String, OpenAiClient>,
 }
 
 impl Clients {
-    fn new() -> Self {
+    fn new() -> Result<Self, RefreshError> {
         let key = std::env::var("OPENAI_API_KEY")
             .ok()
             .filter(|k| !k.trim().is_empty());
-        Clients {
+        Ok(Clients {
             key,
+            opts: crate::reconcile::client_options().map_err(RefreshError::Invalid)?,
             by_url: HashMap::new(),
-        }
+        })
     }
 
     fn require_key(&self) -> Result<&str, RefreshError> {
@@ -171,7 +187,7 @@ impl Clients {
     fn get(&mut self, base_url: &str) -> Result<&OpenAiClient, RefreshError> {
         if !self.by_url.contains_key(base_url) {
             let key = self.require_key()?.to_string();
-            let c = OpenAiClient::new(base_url, key, ClientOptions::default())?;
+            let c = OpenAiClient::new(base_url, key, self.opts.clone())?;
             self.by_url.insert(base_url.to_string(), c);
         }
         self.by_url
@@ -193,7 +209,7 @@ pub fn refresh(rt: &Arc<Runtime>, job_id: Option<&str>) -> Result<Vec<RefreshRow
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut clients = Clients::new();
+    let mut clients = Clients::new()?;
     // A missing key fails the call up front, unless no job needs the network.
     if jobs.iter().any(|j| !j.collected && j.status != "created") {
         clients.require_key()?;
@@ -299,14 +315,7 @@ fn refresh_job(
             store::mark_collected(conn, job.pk)?;
             return summary_row(conn, job, &old, 0, msg);
         }
-        "uploaded" => {
-            let client = clients.get(&job_base_url(job))?;
-            let batch = reconcile_uploaded(client, job)?;
-            let status = batch.status.as_str().to_string();
-            store::job_created(conn, job.pk, &batch.id, &status)?;
-            let job = load_job(conn, &job.job_id)?;
-            return finish_poll(rt, conn, clients, prices, &job, batch, &old, prof);
-        }
+        "uploaded" => return refresh_uploaded(rt, conn, clients, prices, job, prof),
         _ => {}
     }
     let Some(batch_id) = job.provider_batch_id.clone() else {
@@ -343,26 +352,49 @@ fn delete_orphan_upload(clients: &mut Clients, job: &Job) -> Option<String> {
     }
 }
 
-/// Finds the batch a lost create may have made; creates it (once) if there is none.
-fn reconcile_uploaded(client: &OpenAiClient, job: &Job) -> Result<Batch, RefreshError> {
-    let after = job.created_epoch.map(|t| t - 3600);
-    if let Some(b) = client.find_batch_by_job_id(&job.job_id, after)? {
-        return Ok(b);
-    }
-    let Some(file_id) = job.input_file_id.clone() else {
+/// A job whose create may have been lost: see `reconcile` for the rule.
+fn refresh_uploaded(
+    rt: &Arc<Runtime>,
+    conn: &Connection,
+    clients: &mut Clients,
+    prices: &PriceTable,
+    job: &Job,
+    prof: &mut crate::profile::Profiler,
+) -> Result<RefreshRow, RefreshError> {
+    use crate::reconcile::{self, Outcome};
+    let Some(file_id) = job.input_file_id.as_deref() else {
         return Err(RefreshError::Invalid(format!(
             "job {} is 'uploaded' but has no input_file_id",
             job.job_id
         )));
     };
-    let mut metadata = BTreeMap::new();
-    metadata.insert(JOB_ID_METADATA_KEY.to_string(), job.job_id.clone());
-    Ok(client.create_batch(
-        &file_id,
-        CHAT_COMPLETIONS_ENDPOINT,
-        COMPLETION_WINDOW_24H,
-        &metadata,
-    )?)
+    let window = reconcile::settle_window(&clients.opts);
+    let client = clients.get(&job_base_url(job))?;
+    let uploaded = reconcile::Uploaded {
+        pk: job.pk,
+        job_id: &job.job_id,
+        input_file_id: file_id,
+        created_epoch: job.created_epoch,
+        sent_ms: job.sent_ms,
+    };
+    match reconcile::reconcile(conn, client, &uploaded, window, reconcile::now_ms())? {
+        Outcome::Found(batch, note) => {
+            store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;
+            let job = load_job(conn, &job.job_id)?;
+            let mut row = finish_poll(rt, conn, clients, prices, &job, *batch, "uploaded", prof)?;
+            if let Some(note) = note {
+                row.message = format!("{}; {note}", row.message);
+            }
+            Ok(row)
+        }
+        Outcome::Waiting(msg) => summary_row(conn, job, &job.status, 0, msg),
+        Outcome::Failed(code, msg) => {
+            let _g = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            store::fail_job(conn, job.pk, code, &msg)?;
+            store::mark_collected(conn, job.pk)?;
+            summary_row(conn, job, &job.status, 0, msg)
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -395,13 +427,14 @@ fn finish_poll(
                 )
             })
             .unwrap_or_default();
-        return summary_row(
-            conn,
-            job,
-            old,
-            0,
-            format!("{status} {progress}").trim().to_string(),
-        );
+        let mut msg = format!("{status} {progress}").trim().to_string();
+        if let BatchStatus::Other(_) = batch.status {
+            msg.push_str(
+                " (a status ai_batch does not know: the job stays active, and every \
+                 batch_refresh() polls it again)",
+            );
+        }
+        return summary_row(conn, job, old, 0, msg);
     }
     let client = clients.get(&job_base_url(job))?;
     let applied = collect(rt, conn, client, prices, job, &batch, prof)?;
@@ -665,7 +698,7 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
     // Read it again under the claim.
     let job = load_job(conn, job_id)?;
     let old = job.status.clone();
-    if !ACTIVE_STATUSES.contains(&job.status.as_str()) {
+    if job.collected || TERMINAL_STATUSES.contains(&job.status.as_str()) {
         return summary_row(
             conn,
             &job,
@@ -681,21 +714,39 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
         store::cancel_local_job(conn, job.pk, msg)?;
         return summary_row(conn, &job, &old, 0, msg.into());
     }
-    let mut clients = Clients::new();
+    let mut clients = Clients::new()?;
     let client = clients.get(&job_base_url(&job))?;
-    // A job whose create may have been lost: find its batch first.
+    // A job whose create may have been lost: find its batch first. Not found: its
+    // input file is deleted (a create still in flight can then no longer land) and the
+    // list read again.
+    let mut sealed = false;
     let batch_id = match (&job.provider_batch_id, job.status.as_str()) {
         (Some(id), _) => Some(id.clone()),
         (None, "uploaded") => {
             let after = job.created_epoch.map(|t| t - 3600);
-            client
-                .find_batch_by_job_id(&job.job_id, after)?
-                .map(|b| b.id)
+            let file = job.input_file_id.as_deref();
+            match client.find_batch_for_job(&job.job_id, file, after)? {
+                Some(b) => Some(b.id),
+                None => {
+                    if let Some(f) = file {
+                        crate::reconcile::delete_input(client, f)?;
+                        sealed = true;
+                    }
+                    client
+                        .find_batch_for_job(&job.job_id, file, after)?
+                        .map(|b| b.id)
+                }
+            }
         }
         _ => None,
     };
     let Some(batch_id) = batch_id else {
-        let msg = "cancelled before it reached the provider";
+        let msg = if sealed {
+            "cancelled before it reached the provider; its uploaded request file was deleted \
+             there, so a create still in flight can no longer make a batch"
+        } else {
+            "cancelled before it reached the provider"
+        };
         let _g = rt.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         store::cancel_local_job(conn, job.pk, msg)?;
         return summary_row(conn, &job, &old, 0, msg.into());

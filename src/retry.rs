@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use duckdb::{params, Connection, OptionalExt};
 
-use crate::refresh::ACTIVE_STATUSES;
+use crate::refresh::TERMINAL_STATUSES;
 use crate::runtime::Runtime;
 use crate::store;
 use crate::submit::{self, Selection, SubmitError, SubmitRequest, SubmitResult};
@@ -44,7 +44,7 @@ pub fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, SubmitError
         let conn: &Connection = &conn;
         store::ensure_schema(conn)?;
         let job = store::job(conn, job_id)?;
-        if ACTIVE_STATUSES.contains(&job.status.as_str()) {
+        if !TERMINAL_STATUSES.contains(&job.status.as_str()) {
             return Err(SubmitError::Invalid(format!(
                 "job {job_id} is still {} (run batch_refresh() until it finishes, or batch_cancel('{job_id}'))",
                 job.status

@@ -385,10 +385,22 @@ pub fn job_created(
     status: &str,
 ) -> duckdb::Result<()> {
     conn.execute(
-        "UPDATE batch_jobs SET provider_batch_id = ?, status = ?, submitted_at = current_timestamp, \
+        "UPDATE batch_jobs SET provider_batch_id = ?, status = ?, \
+                submitted_at = coalesce(submitted_at, current_timestamp), \
                 updated_at = current_timestamp, error_message = NULL \
          WHERE id = ?",
         params![batch_id, status, job_pk],
+    )?;
+    Ok(())
+}
+
+/// Records that a create of the job's batch is about to be sent (`submitted_at`),
+/// before it is sent: a later refresh then knows whether a create may still land.
+pub fn create_sent(conn: &Connection, job_pk: i64) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET submitted_at = current_timestamp, updated_at = current_timestamp \
+         WHERE id = ?",
+        params![job_pk],
     )?;
     Ok(())
 }

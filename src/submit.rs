@@ -18,15 +18,11 @@
 //!    leaves the job `uploaded` with the reason, for `batch_refresh()` to reconcile by
 //!    job id. Nothing is repeated blindly.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ai_batch_core::cost::{self, ModelPrice, PriceTable};
-use ai_batch_core::openai::{
-    ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT, COMPLETION_WINDOW_24H,
-    DEFAULT_BASE_URL, JOB_ID_METADATA_KEY,
-};
+use ai_batch_core::openai::{OpenAiClient, OpenAiError, DEFAULT_BASE_URL};
 use ai_batch_core::processor::{self, Processor};
 use ai_batch_core::requests::{custom_id, RequestOptions};
 use duckdb::{params, Connection};
@@ -652,11 +648,8 @@ fn make_client(req: &SubmitRequest) -> Result<OpenAiClient, SubmitError> {
     if key.trim().is_empty() {
         return Err(SubmitError::MissingKey);
     }
-    Ok(OpenAiClient::new(
-        &effective_base_url(req),
-        key,
-        ClientOptions::default(),
-    )?)
+    let opts = crate::reconcile::client_options().map_err(SubmitError::Invalid)?;
+    Ok(OpenAiClient::new(&effective_base_url(req), key, opts)?)
 }
 
 /// The base URL a request will use (recorded with the job).
@@ -1020,7 +1013,7 @@ pub fn new_job_id() -> String {
 }
 
 /// UTC calendar fields of a Unix time (Howard Hinnant's days-from-civil inverse).
-fn civil_from_unix(t: i64) -> (i64, i64, i64, i64, i64, i64) {
+pub(crate) fn civil_from_unix(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
     let z = days + 719_468;
@@ -1145,14 +1138,7 @@ fn send_job(
     crate::failpoint::hit("submit_after_upload");
     store::job_uploaded(conn, job_pk, &file.id).map_err(db)?;
     crate::failpoint::hit("submit_after_upload_recorded");
-    let mut metadata = BTreeMap::new();
-    metadata.insert(JOB_ID_METADATA_KEY.to_string(), job_id.to_string());
-    match client.create_batch(
-        &file.id,
-        CHAT_COMPLETIONS_ENDPOINT,
-        COMPLETION_WINDOW_24H,
-        &metadata,
-    ) {
+    match crate::reconcile::create_batch(conn, client, job_pk, job_id, &file.id) {
         Ok(batch) => {
             crate::failpoint::hit("submit_after_create");
             let status = batch.status.to_string();
@@ -1162,14 +1148,16 @@ fn send_job(
         Err(e) if e.may_have_reached_provider() => {
             let msg = format!(
                 "creating the batch may have reached OpenAI but no answer came back: {e} \
-                 (batch_refresh() looks the batch up by job id; nothing is sent twice)"
+                 (batch_refresh() looks the batch up by job id and input file, and does not create \
+                 it again while this create may still land; nothing is sent twice)"
             );
             store::job_error(conn, job_pk, &msg).map_err(db)?;
             Err(("uploaded".into(), msg))
         }
         Err(e) => {
             let msg = format!(
-                "creating the batch failed, no batch was created: {e} (fix the cause, then batch_retry('{job_id}'))"
+                "creating the batch failed, no batch was created: {e}; {} (fix the cause, then batch_retry('{job_id}'))",
+                crate::reconcile::delete_unused_input(client, &file.id)
             );
             store::fail_job(conn, job_pk, "create_failed", &msg).map_err(db)?;
             Err(("failed".into(), msg))

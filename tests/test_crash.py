@@ -198,3 +198,52 @@ def test_kill_during_refresh(db, fake_openai, monkeypatch, point):
     refresh_until_settled(con)
     check_invariants(con, fake_openai, n)
     con.close()
+
+
+def test_kill_while_the_create_is_in_flight_then_refresh_before_and_after_it_lands(db, fake_openai, monkeypatch):
+    """Issue 9, item 1: the host is killed (SIGKILL from outside) while the provider is
+    still working on its create. A new process refreshes BEFORE the create lands: no
+    second batch. After it lands: adopted, collected, zero duplicates, zero lost results."""
+    import signal
+    import time
+
+    path, n = db
+    # The create takes 8 s at the provider; refresh waits 3 x 4 s after it was sent.
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "4")
+    fake_openai.configure({"fault": {"kind": "delay", "delay": 8, "method": "POST", "path": "/v1/batches"}})
+    env = dict(os.environ, OPENAI_BASE_URL=fake_openai.base_url)
+    env.pop("AI_BATCH_FAILPOINT", None)
+    prog = textwrap.dedent(f"""
+        import duckdb
+        con = duckdb.connect({str(path)!r}, config={{'allow_unsigned_extensions': 'true'}})
+        con.execute("LOAD '{extension_path()}'")
+    """) + SUBMIT
+    child = subprocess.Popen([sys.executable, "-c", prog], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Kill it once the create has reached the provider (the delay fault fired).
+        end = time.monotonic() + 60
+        while fake_openai.state()["counts"]["faults_fired"] < 1:
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < end, "the create never reached the provider"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -9, (child.returncode, child.stderr.read()[-2000:])
+
+    con = open_db(path)
+    assert con.execute("SELECT status FROM batch_jobs").fetchall() == [("uploaded",)]
+    # Before the create lands: nothing is created, the job waits.
+    out = con.execute("SELECT status, message FROM batch_refresh()").fetchall()
+    assert out[0][0] == "uploaded" and "may still land" in out[0][1], out
+    assert fake_openai.state()["counts"]["batch_creates"] == 0
+    # The create lands; refresh adopts it and collects.
+    end = time.monotonic() + 30
+    while fake_openai.state()["counts"]["batch_creates"] < 1:
+        assert time.monotonic() < end, "the delayed create never landed"
+        time.sleep(0.05)
+    refresh_until_settled(con)
+    check_invariants(con, fake_openai, n)
+    assert sum(fake_openai.state()["counts"]["creates_by_job"].values()) == 1
+    con.close()

@@ -27,6 +27,7 @@ import pytest  # noqa: E402
 from openai import OpenAI  # noqa: E402
 from openai.types.chat import ChatCompletion  # noqa: E402
 
+from fake_provider.provider import ApiError  # noqa: E402
 from fake_provider.pytest_plugin import (  # noqa: E402,F401  (fixtures are used by name)
     chat_request_line,
     fake_openai,
@@ -733,6 +734,74 @@ def test_error_status_after_action(fake_openai):
     with pytest.raises(openai.InternalServerError):
         create(c, f.id, "job-y")
     assert fake_openai.state()["counts"]["creates_by_job"] == {"job-y": 1}
+
+
+def test_delayed_create_lands_after_the_client_gave_up(fake_openai):
+    """A slow create (delay fault on POST /v1/batches): the SDK times out, the batch is
+    not listed until the provider finishes the create, then it is, with its metadata."""
+    c = sdk(fake_openai)
+    f = upload(c, make_jsonl(2))
+    fake_openai.configure(fault={"kind": "delay", "delay": 1.0, "method": "POST", "path": "/v1/batches"})
+    t = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        sdk(fake_openai, timeout=0.3).batches.create(input_file_id=f.id, endpoint=ENDPOINT, completion_window="24h",
+                                                     metadata={"ai_batch_job_id": "job-slow"})
+    assert list(c.batches.list()) == []
+    time.sleep(max(0.0, t + 1.3 - time.monotonic()))
+    listed = list(c.batches.list())
+    assert [(b.metadata["ai_batch_job_id"], b.input_file_id) for b in listed] == [("job-slow", f.id)]
+
+
+def test_create_from_a_deleted_file_is_refused(fake_openai):
+    """A batch is created from exactly one uploaded file: once that file is deleted, a
+    create naming it (even one already in flight) is refused and makes no batch."""
+    c = sdk(fake_openai)
+    f = upload(c, make_jsonl(2))
+    assert c.files.delete(f.id).deleted
+    with pytest.raises(openai.NotFoundError) as ei:
+        create(c, f.id, "job-gone")
+    assert ei.value.status_code == 404 and f.id in ei.value.message
+    # in flight: the file is deleted while the provider is still working on the create
+    g = upload(c, make_jsonl(2))
+    fake_openai.configure(fault={"kind": "delay", "delay": 0.8, "method": "POST", "path": "/v1/batches"})
+    with pytest.raises(openai.APITimeoutError):
+        sdk(fake_openai, timeout=0.2).batches.create(input_file_id=g.id, endpoint=ENDPOINT, completion_window="24h")
+    c.files.delete(g.id)
+    time.sleep(1.0)
+    st = fake_openai.state()
+    assert st["counts"]["batch_creates"] == 0 and list(c.batches.list()) == []
+    assert [r["status"] for r in st["requests"] if r["method"] == "POST" and r["path"] == "/v1/batches"] == [404, 404]
+
+
+def test_list_without_metadata(fake_openai):
+    """list_omits_metadata: a gateway that lists batches without `metadata` (retrieve keeps it)."""
+    c = sdk(fake_openai)
+    b = submit(c, 2, job="job-meta")
+    fake_openai.configure(list_omits_metadata=True)
+    listed = list(c.batches.list())
+    assert [x.id for x in listed] == [b.id] and listed[0].metadata is None
+    assert "metadata" not in json.loads(c.batches.with_raw_response.list().text)["data"][0]
+    assert c.batches.retrieve(b.id).metadata == {"ai_batch_job_id": "job-meta"}
+
+
+def test_report_an_unknown_status(fake_openai):
+    """report_status: the API shows any status (here one the SDK does not know) and the
+    batch waits; cleared, it goes on."""
+    c = sdk(fake_openai)
+    b = submit(c, 3, job="job-paused")
+    view = control(fake_openai, f"/_fake/batches/{b.id}", {"report_status": "paused"})
+    assert view["_fake"]["behaviour"]["report_status"] == "paused" and view["status"] == "validating"
+    for _ in range(3):
+        assert c.batches.retrieve(b.id).status == "paused"
+    assert [x.status for x in c.batches.list()] == ["paused"]
+    assert control(fake_openai, f"/_fake/batches/{b.id}")["status"] == "validating"
+    control(fake_openai, f"/_fake/batches/{b.id}", {"report_status": None})
+    done, seen = run_to_end(c, b.id)
+    assert done.status == "completed" and "paused" not in seen
+    with pytest.raises(ApiError, match="report_status"):
+        fake_openai.configure(next_batch={"report_status": 7})
+    fake_openai.configure(next_batch={"report_status": "queued_for_capacity"})
+    assert submit(c, 2).status == "queued_for_capacity"
 
 
 def test_truncated_download(fake_openai):

@@ -792,7 +792,9 @@ def test_create_error_400_fails_the_job_with_the_file_recorded(db, env):
     assert "creating the batch failed" in job["error_message"]
     assert "400" in job["error_message"] and "The input file is not valid" in job["error_message"]
     assert job["input_file_id"] is not None and job["provider_batch_id"] is None
-    assert len(uploaded_lines(env, job["input_file_id"])) == 2
+    # No batch can exist, so the upload is not left at the provider (issue 9, item 13).
+    assert f"its uploaded request file {job['input_file_id']} was deleted at the provider" in job["error_message"]
+    assert job["input_file_id"] not in {f["id"] for f in env.state()["files"]}
     items = rows(db, "SELECT * FROM batch_items ORDER BY issue_id")
     assert {(i["status"], i["error_code"]) for i in items} == {("failed", "create_failed")}
     assert env.state()["counts"]["batch_creates"] == 0

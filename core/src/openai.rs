@@ -47,6 +47,8 @@ pub const COMPLETION_WINDOW_24H: &str = "24h";
 /// The batch endpoint for chat-completions requests.
 pub const CHAT_COMPLETIONS_ENDPOINT: &str = "/v1/chat/completions";
 
+/// The create call's name in errors; it has its own timeout ([`ClientOptions::create_timeout`]).
+const CREATE_BATCH_OP: &str = "create batch";
 const USER_AGENT: &str = concat!("ai_batch/", env!("CARGO_PKG_VERSION"));
 /// At most this much of an error body is read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
@@ -74,8 +76,12 @@ const MAX_METADATA_VALUE_CHARS: usize = 512;
 pub struct ClientOptions {
     /// DNS resolution plus TCP/TLS connection setup. Default 10 s.
     pub connect_timeout: Duration,
-    /// Whole exchange of a JSON call (create, retrieve, list, cancel, delete). Default 60 s.
+    /// Whole exchange of a JSON call (retrieve, list, cancel, delete). Default 60 s.
     pub request_timeout: Duration,
+    /// Whole exchange of one create-batch attempt. Default 60 s. A create the client
+    /// gave up on may still land at the provider later: callers reconcile by listing,
+    /// and wait a multiple of this before concluding that it never will.
+    pub create_timeout: Duration,
     /// Whole exchange of a file upload or download. Default 30 min
     /// (a 200 MB batch file over a slow uplink).
     pub transfer_timeout: Duration,
@@ -97,6 +103,7 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            create_timeout: Duration::from_secs(60),
             transfer_timeout: Duration::from_secs(30 * 60),
             stall_timeout: Duration::from_secs(120),
             max_retries: 4,
@@ -386,6 +393,28 @@ impl OpenAiClient {
         completion_window: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<Batch, OpenAiError> {
+        self.create_batch_noting(
+            input_file_id,
+            endpoint,
+            completion_window,
+            metadata,
+            &mut || Ok(()),
+        )
+    }
+
+    /// [`create_batch`](Self::create_batch), calling `before_attempt` just before each
+    /// attempt is sent (the first, and any retry). The caller records there when a
+    /// create was last sent, so it can later tell whether that create may still land.
+    /// If it fails, that attempt is not sent and the error is
+    /// [`OpenAiError::NotSent`].
+    pub fn create_batch_noting(
+        &self,
+        input_file_id: &str,
+        endpoint: &str,
+        completion_window: &str,
+        metadata: &BTreeMap<String, String>,
+        before_attempt: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Batch, OpenAiError> {
         check_id("input file id", input_file_id)?;
         if !endpoint.starts_with('/') || endpoint.chars().any(|c| c.is_whitespace()) {
             return Err(OpenAiError::InvalidArgument(format!(
@@ -417,7 +446,7 @@ impl OpenAiClient {
             OpenAiError::InvalidArgument(format!("cannot encode the batch request: {e}"))
         })?;
         let call = Call {
-            op: "create batch",
+            op: CREATE_BATCH_OP,
             method: Method::POST,
             path: "/batches".to_string(),
             payload: Payload::Bytes {
@@ -427,7 +456,13 @@ impl OpenAiClient {
             idempotent: false,
             transfer: false,
         };
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        let mut before = || {
+            before_attempt().map_err(|detail| OpenAiError::NotSent {
+                op: CREATE_BATCH_OP,
+                detail,
+            })
+        };
+        self.execute_noting(&call, &mut before, |resp| self.read_json(&call, resp))
     }
 
     /// Retrieves a batch (`GET /batches/{id}`).
@@ -582,8 +617,23 @@ impl OpenAiClient {
         job_id: &str,
         created_after: Option<i64>,
     ) -> Result<Option<Batch>, OpenAiError> {
+        self.find_batch_for_job(job_id, None, created_after)
+    }
+
+    /// The batch of a job: the one whose metadata carries `ai_batch_job_id = job_id`,
+    /// or the one created from `input_file_id` (a batch is created from exactly one
+    /// uploaded file, and ours are never shared between jobs). The second match finds
+    /// the batch when the list answers without `metadata` (some gateways strip it).
+    /// `created_after` as in [`find_batch_by_job_id`](Self::find_batch_by_job_id).
+    pub fn find_batch_for_job(
+        &self,
+        job_id: &str,
+        input_file_id: Option<&str>,
+        created_after: Option<i64>,
+    ) -> Result<Option<Batch>, OpenAiError> {
         self.scan_batches(|b| {
-            if b.job_id() == Some(job_id) {
+            let same_file = input_file_id.is_some() && b.input_file_id.as_deref() == input_file_id;
+            if b.job_id() == Some(job_id) || same_file {
                 ScanStep::Found
             } else if let (Some(limit), Some(created)) = (created_after, b.created_at) {
                 if created < limit {
@@ -604,11 +654,23 @@ impl OpenAiClient {
     fn execute<T>(
         &self,
         call: &Call<'_>,
+        handle: impl FnMut(Response<Body>) -> Result<T, OpenAiError>,
+    ) -> Result<T, OpenAiError> {
+        self.execute_noting(call, &mut || Ok(()), handle)
+    }
+
+    /// [`execute`](Self::execute), calling `before` just before each attempt is sent;
+    /// its error stops the call (that attempt is not sent).
+    fn execute_noting<T>(
+        &self,
+        call: &Call<'_>,
+        before: &mut dyn FnMut() -> Result<(), OpenAiError>,
         mut handle: impl FnMut(Response<Body>) -> Result<T, OpenAiError>,
     ) -> Result<T, OpenAiError> {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            before()?;
             let result = self
                 .send_once(call)
                 .and_then(|resp| self.check_status(call, resp))
@@ -692,6 +754,9 @@ impl OpenAiClient {
             ))
         })?;
         let mut configured = self.agent.configure_request(request);
+        if call.op == CREATE_BATCH_OP {
+            configured = configured.timeout_global(Some(self.opts.create_timeout));
+        }
         if call.transfer {
             configured = configured.timeout_global(Some(self.opts.transfer_timeout));
             configured = if call.method == Method::GET {
@@ -1475,6 +1540,14 @@ pub enum OpenAiError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The caller's step before an attempt failed, so the attempt was not sent.
+    #[error("OpenAI {op} was not sent: {detail}")]
+    NotSent {
+        /// The operation.
+        op: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// A local file could not be read or written.
     #[error("OpenAI {op}: {what} {}: {source}", path.display())]
     LocalIo {
@@ -1954,6 +2027,7 @@ mod tests {
         ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            create_timeout: Duration::from_secs(5),
             transfer_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(5),
             max_retries: 4,
@@ -2320,6 +2394,86 @@ mod tests {
         assert_eq!(server.count(), 2);
     }
 
+    fn create_noting(
+        client: &OpenAiClient,
+        note: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Batch, OpenAiError> {
+        let md = BTreeMap::new();
+        client.create_batch_noting("file-abc123", CHAT_COMPLETIONS_ENDPOINT, "24h", &md, note)
+    }
+
+    #[test]
+    fn create_batch_noting_is_called_before_every_attempt() {
+        let server = Server::start(vec![
+            api_error(429, "rate_limit_exceeded", "Rate limit reached"),
+            json(200, BATCH_JSON),
+        ]);
+        let mut noted = 0;
+        create_noting(&client_for(&server), &mut || {
+            noted += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((server.count(), noted), (2, 2));
+        // A note that fails stops the create before anything is sent.
+        let server = Server::start(vec![json(200, BATCH_JSON)]);
+        let e = create_noting(&client_for(&server), &mut || {
+            Err("the database is read-only".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(server.count(), 0);
+        assert!(!e.may_have_reached_provider());
+        assert!(
+            e.to_string()
+                .contains("was not sent: the database is read-only"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn create_has_its_own_timeout() {
+        // The JSON timeout is long, the create timeout short: the create gives up.
+        let server = Server::start(vec![Reply::Silent(Duration::from_secs(2))]);
+        let opts = ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            create_timeout: Duration::from_millis(300),
+            ..fast_opts()
+        };
+        let client = OpenAiClient::new(&server.base, KEY.to_string(), opts).unwrap();
+        let t = std::time::Instant::now();
+        let e = create_noting(&client, &mut || Ok(())).unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(e.may_have_reached_provider(), "{e}");
+    }
+
+    #[test]
+    fn finds_a_job_batch_by_its_input_file_when_metadata_is_missing() {
+        let mut a: serde_json::Value =
+            serde_json::from_str(&batch_json("batch_2", "job-x", 200)).unwrap();
+        let mut b: serde_json::Value =
+            serde_json::from_str(&batch_json("batch_1", "job-y", 100)).unwrap();
+        for (v, file) in [(&mut a, "file-other"), (&mut b, "file-mine")] {
+            let o = v.as_object_mut().unwrap();
+            o.remove("metadata");
+            o.insert("input_file_id".into(), file.into());
+        }
+        let page = format!(
+            r#"{{"object":"list","data":[{a},{b}],"first_id":"batch_2","last_id":"batch_1","has_more":false}}"#
+        );
+        let server = Server::start(vec![json(200, &page), json(200, &page)]);
+        let client = client_for(&server);
+        assert_eq!(client.find_batch_by_job_id("job-y", None).unwrap(), None);
+        let found = client
+            .find_batch_for_job("job-y", Some("file-mine"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.id, "batch_1");
+    }
+
     #[test]
     fn create_batch_is_retried_when_nothing_was_sent() {
         let client = OpenAiClient::new(&closed_base(), KEY.to_string(), fast_opts()).unwrap();
@@ -2348,7 +2502,7 @@ mod tests {
             json(200, BATCH_JSON),
         ]);
         let opts = ClientOptions {
-            request_timeout: Duration::from_millis(300),
+            create_timeout: Duration::from_millis(300),
             ..fast_opts()
         };
         let client = OpenAiClient::new(&server.base, KEY.to_string(), opts).unwrap();

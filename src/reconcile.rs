@@ -1,0 +1,309 @@
+//! A create whose answer never came back: finding its batch, and deciding when it can
+//! no longer land, so that a job is never created twice at the provider.
+//!
+//! The rule (README, `batch_refresh`, state `uploaded`):
+//!
+//! 1. `submitted_at` is written just before each create attempt is sent (submit and
+//!    refresh alike). A job `uploaded` with no `submitted_at` never had a create sent.
+//! 2. Refresh lists the provider's batches (newest first, back to the job's creation)
+//!    and takes the one whose `metadata.ai_batch_job_id` is the job id, or whose
+//!    `input_file_id` is the job's uploaded file (a batch is created from exactly one
+//!    file, and each of ours belongs to one job; some gateways list batches without
+//!    metadata). Found: adopted.
+//! 3. Not found, no create ever sent: created now, once.
+//! 4. Not found, a create sent less than the settle window ago ([`SETTLE_FACTOR`] times
+//!    the create timeout, [`CREATE_TIMEOUT_ENV`]): it may still land (the provider can
+//!    answer after the client gave up). Nothing is created; the job stays `uploaded`
+//!    and the row says when it is decided.
+//! 5. Not found after the window: the job's input file is deleted at the provider (a
+//!    create of a deleted file is refused, so a create still in flight can no longer
+//!    make a batch), the batches are listed again (one that landed meanwhile is
+//!    adopted), and only then is the job concluded `failed` (`not_created`): nothing
+//!    was billed, `batch_retry` sends its issues again under a new job and file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ai_batch_core::openai::{
+    Batch, ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT,
+    COMPLETION_WINDOW_24H, JOB_ID_METADATA_KEY,
+};
+use duckdb::Connection;
+
+use crate::store;
+
+/// Seconds one create attempt may take before the client gives up (default 60).
+/// Tests shorten it; the settle window follows it.
+pub const CREATE_TIMEOUT_ENV: &str = "AI_BATCH_CREATE_TIMEOUT_SECS";
+
+/// A create not seen at the provider this many create timeouts after it was sent is
+/// taken as one that may no longer land on its own (the input file is then deleted so
+/// that it cannot).
+pub const SETTLE_FACTOR: u32 = 3;
+
+/// Error code of the items of a job whose create never made a batch.
+pub const NOT_CREATED: &str = "not_created";
+
+/// The client options, with the create timeout from [`CREATE_TIMEOUT_ENV`] if set.
+pub fn client_options() -> Result<ClientOptions, String> {
+    let mut opts = ClientOptions::default();
+    let raw = std::env::var(CREATE_TIMEOUT_ENV).unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Ok(opts);
+    }
+    let secs = raw
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.1..=3600.0).contains(s))
+        .ok_or_else(|| {
+            let shown: String = raw.chars().take(40).collect();
+            format!(
+                "{CREATE_TIMEOUT_ENV} must be a number of seconds between 0.1 and 3600, got '{shown}' \
+                 (unset it for the default of 60)"
+            )
+        })?;
+    opts.create_timeout = Duration::from_secs_f64(secs);
+    Ok(opts)
+}
+
+/// How long after a create was sent it may still land on its own.
+pub fn settle_window(opts: &ClientOptions) -> Duration {
+    opts.create_timeout * SETTLE_FACTOR
+}
+
+/// Sends the create of a job's batch from its uploaded file, writing `submitted_at`
+/// just before each attempt (an attempt whose time cannot be written is not sent).
+pub fn create_batch(
+    conn: &Connection,
+    client: &OpenAiClient,
+    job_pk: i64,
+    job_id: &str,
+    input_file_id: &str,
+) -> Result<Batch, OpenAiError> {
+    let mut metadata = BTreeMap::new();
+    metadata.insert(JOB_ID_METADATA_KEY.to_string(), job_id.to_string());
+    client.create_batch_noting(
+        input_file_id,
+        CHAT_COMPLETIONS_ENDPOINT,
+        COMPLETION_WINDOW_24H,
+        &metadata,
+        &mut || {
+            store::create_sent(conn, job_pk)
+                .map_err(|e| format!("could not record the send time in batch_jobs: {e}"))
+        },
+    )
+}
+
+/// Deletes a job's uploaded input file; one already gone counts as deleted.
+pub fn delete_input(client: &OpenAiClient, file_id: &str) -> Result<(), OpenAiError> {
+    match client.delete_file(file_id) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the input file of a create that surely made no batch, and says so.
+pub fn delete_unused_input(client: &OpenAiClient, file_id: &str) -> String {
+    match delete_input(client, file_id) {
+        Ok(()) => format!("its uploaded request file {file_id} was deleted at the provider"),
+        Err(e) => format!(
+            "its uploaded request file {file_id} could not be deleted at the provider ({e}); \
+             delete it there by hand"
+        ),
+    }
+}
+
+/// What to do about a job whose batch the list did not show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// No create was ever sent: create now.
+    Create,
+    /// A create sent earlier may still land: do nothing until then (Unix ms).
+    Wait { decide_at_ms: i64 },
+    /// It may no longer land on its own: delete the input file, list again, conclude.
+    Seal,
+}
+
+/// The decision of rule 3-5 (module docs), for a job not found at the provider.
+pub fn next_step(sent_ms: Option<i64>, now_ms: i64, window: Duration) -> Next {
+    let Some(sent) = sent_ms else {
+        return Next::Create;
+    };
+    let decide_at_ms = after_window(sent, window);
+    if now_ms < decide_at_ms {
+        Next::Wait { decide_at_ms }
+    } else {
+        Next::Seal
+    }
+}
+
+/// Unix ms `window` after `t`.
+fn after_window(t: i64, window: Duration) -> i64 {
+    t.saturating_add(window.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// A job in state `uploaded`, as reconciling needs it.
+pub struct Uploaded<'a> {
+    pub pk: i64,
+    pub job_id: &'a str,
+    pub input_file_id: &'a str,
+    /// When the job was recorded (Unix seconds): the list is not read further back.
+    pub created_epoch: Option<i64>,
+    /// When the last create attempt was sent (Unix ms), if ever.
+    pub sent_ms: Option<i64>,
+}
+
+/// How reconciling an `uploaded` job ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The job's batch, with a note for the row when there is something to say.
+    Found(Box<Batch>, Option<String>),
+    /// Nothing decided yet; the row message says why and until when.
+    Waiting(String),
+    /// No batch exists and none can appear any more: fail the job with this code and
+    /// message (its input file is deleted).
+    Failed(&'static str, String),
+}
+
+/// Rules 2-5 of the module docs. A provider error leaves the job as it was (the
+/// caller reports it; the next refresh starts again).
+pub fn reconcile(
+    conn: &Connection,
+    client: &OpenAiClient,
+    job: &Uploaded<'_>,
+    window: Duration,
+    now_ms: i64,
+) -> Result<Outcome, OpenAiError> {
+    let after = job.created_epoch.map(|t| t - 3600);
+    let find = || client.find_batch_for_job(job.job_id, Some(job.input_file_id), after);
+    if let Some(b) = find()? {
+        return Ok(Outcome::Found(Box::new(b), None));
+    }
+    let file = job.input_file_id;
+    match next_step(job.sent_ms, now_ms, window) {
+        Next::Create => match create_batch(conn, client, job.pk, job.job_id, file) {
+            Ok(b) => Ok(Outcome::Found(
+                Box::new(b),
+                Some("created now (no create had been sent for it before)".into()),
+            )),
+            Err(e @ OpenAiError::NotSent { .. }) => Err(e),
+            Err(e) if e.may_have_reached_provider() => Ok(Outcome::Waiting(format!(
+                "creating the batch may have reached OpenAI but no answer came back: {e}; it is \
+                 not created again, and the job is decided by the first batch_refresh() after {}",
+                utc_text(after_window(now_ms, window))
+            ))),
+            Err(e) => Ok(Outcome::Failed(
+                "create_failed",
+                format!(
+                    "creating the batch failed, no batch was created: {e}; {} (fix the cause, \
+                     then batch_retry('{}'))",
+                    delete_unused_input(client, file),
+                    job.job_id
+                ),
+            )),
+        },
+        Next::Wait { decide_at_ms } => Ok(Outcome::Waiting(format!(
+            "no batch at the provider carries this job's id or its input file {file} yet, but \
+             the create sent at {} may still land: it is not created again, and the job is \
+             decided by the first batch_refresh() after {}",
+            utc_text(job.sent_ms.unwrap_or_default()),
+            utc_text(decide_at_ms)
+        ))),
+        Next::Seal => {
+            delete_input(client, file)?;
+            if let Some(b) = find()? {
+                return Ok(Outcome::Found(
+                    Box::new(b),
+                    Some(format!(
+                        "the batch appeared only after its input file {file} was deleted; if \
+                         the provider fails it for that, batch_retry sends its issues again"
+                    )),
+                ));
+            }
+            Ok(Outcome::Failed(
+                NOT_CREATED,
+                format!(
+                    "the provider never created a batch for this job: none carries its job id or \
+                     its input file {file}, {} s after the create was sent; the input file was \
+                     deleted at the provider, so that create can no longer land; nothing was \
+                     billed (batch_retry('{}') sends these issues again)",
+                    window.as_secs_f64(),
+                    job.job_id
+                ),
+            ))
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-30 12:34:56 UTC` for Unix milliseconds.
+pub fn utc_text(ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = crate::submit::civil_from_unix(ms.div_euclid(1000));
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_for_a_job_not_found() {
+        let w = Duration::from_secs(180);
+        assert_eq!(next_step(None, 5_000, w), Next::Create);
+        assert_eq!(
+            next_step(Some(1_000), 1_000, w),
+            Next::Wait {
+                decide_at_ms: 181_000
+            }
+        );
+        assert_eq!(
+            next_step(Some(1_000), 180_999, w),
+            Next::Wait {
+                decide_at_ms: 181_000
+            }
+        );
+        assert_eq!(next_step(Some(1_000), 181_000, w), Next::Seal);
+        // A clock that went backwards keeps waiting rather than deciding early.
+        assert!(matches!(next_step(Some(1_000), 0, w), Next::Wait { .. }));
+    }
+
+    #[test]
+    fn the_create_timeout_comes_from_the_environment() {
+        // One test touches the variable, so no other test races with it.
+        std::env::remove_var(CREATE_TIMEOUT_ENV);
+        let d = client_options().unwrap();
+        assert_eq!(d.create_timeout, Duration::from_secs(60));
+        assert_eq!(settle_window(&d), Duration::from_secs(180));
+        std::env::set_var(CREATE_TIMEOUT_ENV, "1.5");
+        assert_eq!(
+            client_options().unwrap().create_timeout,
+            Duration::from_millis(1500)
+        );
+        for bad in ["0", "-1", "abc", "NaN", "1e9"] {
+            std::env::set_var(CREATE_TIMEOUT_ENV, bad);
+            let e = client_options().unwrap_err();
+            assert!(e.contains(CREATE_TIMEOUT_ENV) && e.contains(bad), "{e}");
+        }
+        std::env::set_var(CREATE_TIMEOUT_ENV, "");
+        assert_eq!(
+            client_options().unwrap().create_timeout,
+            Duration::from_secs(60)
+        );
+        std::env::remove_var(CREATE_TIMEOUT_ENV);
+    }
+
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(utc_text(1_767_261_600_999), "2026-01-01 10:00:00 UTC");
+    }
+}
