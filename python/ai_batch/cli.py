@@ -131,6 +131,15 @@ def records(con, sql: str, params: list | None = None) -> list[dict[str, Any]]:
     return [dict(zip(cols, r)) for r in rows]
 
 
+def run_sql(db: Optional[str], sql: str, params: list) -> list[dict[str, Any]]:
+    """Opens the database, runs one statement of the extension, closes; returns the rows."""
+    con = open_db(db)
+    try:
+        return records(con, sql, params)
+    finally:
+        con.close()
+
+
 def cell(v: Any) -> str:
     if v is None:
         return "[dim]NULL[/dim]"
@@ -159,27 +168,38 @@ def fits(cols: list[str], rows: list[tuple]) -> bool:
     return need <= console.width
 
 
-# A view of result rows: (header, value of a row, keep on one line). Ids people copy stay
-# whole; long messages are printed under the table, not squeezed into a column.
-View = list[tuple[str, Callable[[dict[str, Any]], Any], bool]]
+def print_rows(cols: list[str], rows: list[tuple], title: str | None = None) -> None:
+    """A table when it fits the terminal; else one block per row, a line per column (like
+    the duckdb shell's `.mode line`), so no value is cut or folded."""
+    if fits(cols, rows):
+        console.print(table(cols, rows, title))
+        return
+    if title:
+        console.print(f"[bold]{title}[/bold]")
+    width = max(len(c) for c in cols)
+    for i, r in enumerate(rows):
+        console.print(f"[bold]-- row {i + 1}[/bold]")
+        for c, v in zip(cols, r):
+            console.print(f"{c.rjust(width)} = {cell(v)}")
+
+
+# A view of result rows: (header, value of a row). Long messages are printed under the
+# table, not squeezed into a column.
+View = list[tuple[str, Callable[[dict[str, Any]], Any]]]
 
 
 def show(recs: list[dict[str, Any]], view: View, title: str | None = None,
          notes: Callable[[dict[str, Any]], Any] | None = None) -> None:
-    t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD)
-    for header, _, no_wrap in view:
-        t.add_column(header, overflow="fold", no_wrap=no_wrap)
-    for r in recs:
-        t.add_row(*("-" if get(r) is None else cell(get(r)) for _, get, _ in view))
-    console.print(t)
+    print_rows([h for h, _ in view], [tuple("-" if get(r) is None else get(r) for _, get in view)
+                                      for r in recs], title)
     for r in recs if notes else []:
         note = notes(r)
         if note:
             console.print(f"{r.get('job_id') or r.get('issue')}: {note}")
 
 
-def col(name: str, header: str | None = None, no_wrap: bool = False):
-    return (header or name, lambda r: r.get(name), no_wrap)
+def col(name: str, header: str | None = None):
+    return (header or name, lambda r: r.get(name))
 
 
 def items_done(r: dict[str, Any]) -> str:
@@ -187,8 +207,8 @@ def items_done(r: dict[str, Any]) -> str:
     return s + (f" ({r['failed_count']} failed)" if r.get("failed_count") else "")
 
 
-JOB_ID = col("job_id", "job", no_wrap=True)
-STATUS = col("status", no_wrap=True)
+JOB_ID = col("job_id", "job")
+STATUS = col("status")
 
 
 def money(v: Any) -> str:
@@ -320,17 +340,8 @@ def query_sql(
         w.writerows(["" if v is None else v for v in r] for r in rows)
     elif fmt == "json":
         sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=2) + "\n")
-    elif fits(cols, rows):
-        console.print(table(cols, rows))
-        console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/dim]")
     else:
-        # Too wide for the terminal: one block per row, a line per column (like the
-        # duckdb shell's `.mode line`), so no value is cut or folded.
-        width = max(len(c) for c in cols)
-        for i, r in enumerate(rows):
-            console.print(f"[bold]-- row {i + 1}[/bold]")
-            for c, v in zip(cols, r):
-                console.print(f"{c.rjust(width)} = {cell(v)}")
+        print_rows(cols, rows)
         console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/dim]")
 
 
@@ -360,7 +371,7 @@ def print_submit(recs: list[dict[str, Any]]) -> None:
     tokens_out = sum(r["estimated_output_tokens"] or 0 for r in recs)
     console.print(f"Estimated cost: {'n/a' if unknown_cost else money(total_cost)} "
                   f"({tokens_in} input + {tokens_out} output tokens, model {first['model']})")
-    show(jobs, [JOB_ID, STATUS, col("submitted"), ("estimate", lambda r: money(r["cost_estimate"]), False)],
+    show(jobs, [JOB_ID, STATUS, col("submitted"), ("estimate", lambda r: money(r["cost_estimate"]))],
          notes=lambda r: r["message"] + (f" (provider batch {r['provider_batch_id']})"
                                          if r["provider_batch_id"] else ""))
 
@@ -429,43 +440,24 @@ def submit(
     else:
         raise UserError("say which issues: --sql, --missing-analysis, --org/--repo/--state or "
                         "--issue-number (--sql \"SELECT id FROM issues\" takes every issue)")
-    con = open_db(db, create=False)
-    try:
-        recs = records(
-            con,
-            "SELECT * FROM batch_submit(?, ?, model := ?, org := ?, repo := ?, state := ?, "
-            "missing_analysis := ?, max_issues := ?, temperature := ?, reasoning_effort := ?, "
-            "dry_run := ?, reprocess := ?)",
-            [processor, selection, model, org, repo, state, missing_analysis, max_items,
-             temperature, thinking_effort, dry_run, reprocess],
-        )
-    finally:
-        con.close()
+    recs = run_sql(
+        db,
+        "SELECT * FROM batch_submit(?, ?, model := ?, org := ?, repo := ?, state := ?, "
+        "missing_analysis := ?, max_issues := ?, temperature := ?, reasoning_effort := ?, "
+        "dry_run := ?, reprocess := ?)",
+        [processor, selection, model, org, repo, state, missing_analysis, max_items,
+         temperature, thinking_effort, dry_run, reprocess],
+    )
     print_submit(recs)
 
 
-HISTORY: View = [JOB_ID, STATUS, col("model"), ("done", items_done, False),
-                 ("estimate", lambda r: money(r["cost_estimate"]), False),
-                 ("actual", lambda r: money(r["actual_cost"]), False),
-                 ("created", lambda r: r["created_at"].strftime("%m-%d %H:%M") if r["created_at"] else None, True)]
+HISTORY: View = [JOB_ID, STATUS, col("model"), ("done", items_done),
+                 ("estimate", lambda r: money(r["cost_estimate"])),
+                 ("actual", lambda r: money(r["actual_cost"])),
+                 ("created", lambda r: r["created_at"].strftime("%m-%d %H:%M") if r["created_at"] else None)]
 
 
-def _history(status_: Optional[str], processor: Optional[str], limit: Optional[int], db: Optional[str]) -> None:
-    con = open_db(db)
-    try:
-        recs = records(con, "SELECT * FROM batch_history(status := ?, processor := ?, max_rows := ?)",
-                       [status_, processor, limit])
-    finally:
-        con.close()
-    if not recs:
-        console.print("No batch jobs yet (gh-analysis batch submit ...).")
-        return
-    show(recs, HISTORY, title="Batch jobs, newest first", notes=lambda r: r.get("error_message"))
-
-
-@batch_app.command(context_settings=HELP)
-@command("batch history")
-def history(
+def _history(
     status_: Optional[str] = typer.Option(None, "--status", "-s", help="only jobs in this status"),
     processor: Optional[str] = typer.Option(None, "--processor", help="only jobs of this processor"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="at most this many jobs"),
@@ -479,26 +471,21 @@ def history(
 
         gh-analysis batch history --status completed --limit 10
     """
-    _history(status_, processor, limit, db)
+    recs = run_sql(db, "SELECT * FROM batch_history(status := ?, processor := ?, max_rows := ?)",
+                   [status_, processor, limit])
+    if not recs:
+        console.print("No batch jobs yet (gh-analysis batch submit ...).")
+        return
+    show(recs, HISTORY, title="Batch jobs, newest first", notes=lambda r: r.get("error_message"))
 
 
-@batch_app.command("list", context_settings=HELP)
-@command("batch list")
-def list_jobs(
-    status_: Optional[str] = typer.Option(None, "--status", "-s", help="only jobs in this status"),
-    processor: Optional[str] = typer.Option(None, "--processor", help="only jobs of this processor"),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="at most this many jobs"),
-    db: Optional[str] = DbOption,
-) -> None:
-    """Same as `batch history` (the gh-analysis tool's name for it).
-
-    Examples:
-
-        gh-analysis batch list
-
-        gh-analysis batch list -s in_progress
-    """
-    _history(status_, processor, limit, db)
+history = batch_app.command("history", context_settings=HELP)(command("batch history")(_history))
+# The gh-analysis tool's name for it.
+list_jobs = batch_app.command(
+    "list", context_settings=HELP,
+    help="Same as `batch history` (the gh-analysis tool's name for it).\n\nExamples:\n\n"
+         "    gh-analysis batch list\n\n    gh-analysis batch list -s in_progress",
+)(command("batch list")(_history))
 
 
 def print_job(recs: list[dict[str, Any]]) -> None:
@@ -513,39 +500,42 @@ def print_job(recs: list[dict[str, Any]]) -> None:
         console.print(f"Error: {j['error_message']}")
 
 
-@batch_app.command(context_settings=HELP)
-@command("batch details")
-def details(
-    job_id: str = typer.Argument(..., help="a job id from `gh-analysis batch history`"),
-    db: Optional[str] = DbOption,
-) -> None:
-    """Show one job and its items (issue, status, error, tokens, cost).
+def job_command(name: str, function: str, arg_help: str, show_result: Callable, doc: str) -> Callable:
+    """`gh-analysis batch <name> JOB_ID`: `SELECT * FROM <function>(JOB_ID)`, shown by show_result."""
+    def run(job_id: str = typer.Argument(..., help=arg_help), db: Optional[str] = DbOption) -> None:
+        show_result(run_sql(db, f"SELECT * FROM {function}(?)", [job_id]))
+
+    run.__doc__ = f"""{doc}
 
     Examples:
 
-        gh-analysis batch details job_20261130_121500_a1b2c3
+        gh-analysis batch {name} job_20261130_121500_a1b2c3
     """
-    con = open_db(db)
-    try:
-        recs = records(con, "SELECT * FROM batch_details(?)", [job_id])
-    finally:
-        con.close()
+    run.__name__ = name
+    return batch_app.command(name, context_settings=HELP)(command(f"batch {name}")(run))
+
+
+def print_details(recs: list[dict[str, Any]]) -> None:
     print_job(recs)
     items = [r for r in recs if r["item_id"] is not None]
     if items:
-        show(items, [col("issue", no_wrap=True), col("item_status", "status", no_wrap=True),
+        show(items, [col("issue"), col("item_status", "status"),
                      col("item_error_code", "error"), col("attempts", "tries"),
                      col("item_estimated_input_tokens", "est. in"),
                      ("in / out", lambda r: None if r["item_input_tokens"] is None
-                      else f"{r['item_input_tokens']} / {r['item_output_tokens']}", False),
-                     ("cost", lambda r: None if r["item_cost"] is None else f"${float(r['item_cost']):.6f}", False)],
+                      else f"{r['item_input_tokens']} / {r['item_output_tokens']}"),
+                     ("cost", lambda r: None if r["item_cost"] is None else f"${float(r['item_cost']):.6f}")],
              title="Items", notes=lambda r: r.get("item_error_message"))
 
 
+details = job_command("details", "batch_details", "a job id from `gh-analysis batch history`", print_details,
+                      "Show one job and its items (issue, status, error, tokens, cost).")
+
+
 REFRESH: View = [JOB_ID, ("status", lambda r: r["status"] if r["old_status"] == r["status"]
-                           else f"{r['old_status']} → {r['status']}", False),
-                 ("done", items_done, False), col("applied"),
-                 ("actual", lambda r: money(r["actual_cost"]), False)]
+                           else f"{r['old_status']} → {r['status']}"),
+                 ("done", items_done), col("applied"),
+                 ("actual", lambda r: money(r["actual_cost"]))]
 
 
 def show_refresh(recs: list[dict[str, Any]]) -> None:
@@ -674,44 +664,10 @@ def job_status(
         console.print(f"Refresh: {refreshed[0]['message']}")
 
 
-@batch_app.command(context_settings=HELP)
-@command("batch cancel")
-def cancel(
-    job_id: str = typer.Argument(..., help="the job to cancel"),
-    db: Optional[str] = DbOption,
-) -> None:
-    """Cancel a job at the provider; results finished before the cancel are still collected.
-
-    Examples:
-
-        gh-analysis batch cancel job_20261130_121500_a1b2c3
-    """
-    con = open_db(db)
-    try:
-        recs = records(con, "SELECT * FROM batch_cancel(?)", [job_id])
-    finally:
-        con.close()
-    show_refresh(recs)
-
-
-@batch_app.command(context_settings=HELP)
-@command("batch retry")
-def retry(
-    job_id: str = typer.Argument(..., help="a collected job with expired, cancelled or failed items"),
-    db: Optional[str] = DbOption,
-) -> None:
-    """Submit a new job with a finished job's items that a retry can fix.
-
-    Examples:
-
-        gh-analysis batch retry job_20261130_121500_a1b2c3
-    """
-    con = open_db(db)
-    try:
-        recs = records(con, "SELECT * FROM batch_retry(?)", [job_id])
-    finally:
-        con.close()
-    print_submit(recs)
+cancel = job_command("cancel", "batch_cancel", "the job to cancel", lambda recs: show_refresh(recs),
+                     "Cancel a job at the provider; results finished before the cancel are still collected.")
+retry = job_command("retry", "batch_retry", "a collected job with expired, cancelled or failed items",
+                    print_submit, "Submit a new job with a finished job's items that a retry can fix.")
 
 
 def main() -> None:
