@@ -2,6 +2,7 @@
 #   make          build build/release/ai_batch.duckdb_extension
 #   make test     everything CI runs: fmt, clippy, unit tests, SQL logic tests, pytest
 #   make demo     the main job on the built-in local (fake) provider
+#   make wheel    the ai-batch Python wheel (extension + gh-analysis commands) into dist/
 #   make bench    the benchmark (see BENCHMARKS.md)
 
 EXT_NAME        := ai_batch
@@ -14,8 +15,10 @@ EXT             := build/release/$(EXT_NAME).duckdb_extension
 # Other DuckDB wheels the load tests use (installed with pip --target, no venv each).
 EXTRA_DUCKDB    := 2.0.0 1.5.5 1.4.4
 EXTRA_DIR       := $(CURDIR)/.venv/duckdb-versions
+# DuckDB version folder(s) the wheel installs the extension under (one copy each).
+WHEEL_DUCKDB    ?= 2.0.1
 
-.PHONY: all release test venv unit clippy fmt-check sqltest pytest demo bench clean
+.PHONY: all release test venv unit clippy fmt-check sqltest pytest demo bench wheel clean
 
 all: release
 
@@ -46,13 +49,18 @@ clippy:
 unit:
 	cargo test --release --workspace
 
+# Every SQL logic test in the Python wheels 2.0.1 (the venv's) and 2.0.0, and in the PyPI CLI 1.5.6.
 sqltest: release venv
-	$(VPY) test/run_sqllogictest.py --extension $(EXT) test/sql/*.test
+	$(VPY) test/run_sqllogictest.py --extension $(EXT) --host python --host python:$(EXTRA_DIR)/2.0.0 \
+	  --host cli:$(VENV)/bin/duckdb test/sql/*.test
 
 pytest: release venv
 	AI_BATCH_EXTENSION=$(CURDIR)/$(EXT) AI_BATCH_EXTRA_DUCKDB=$(EXTRA_DIR) $(VPY) -m pytest -q tests
 
 test: fmt-check clippy unit sqltest pytest
+
+wheel: release
+	$(PYTHON) tools/build_wheel.py --extension $(EXT) --out dist $(foreach v,$(WHEEL_DUCKDB),--duckdb-version $(v))
 
 demo: release venv
 	$(VPY) demo/run_demo.py --extension $(EXT)
@@ -61,4 +69,4 @@ bench: release venv
 	$(VPY) bench/run_bench.py --extension $(EXT) $(BENCH_ARGS)
 
 clean:
-	rm -rf build
+	rm -rf build dist

@@ -116,6 +116,10 @@ pub fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, SubmitError
         if let Some(o) = options.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok()) {
             req.temperature = o.get("temperature").and_then(|v| v.as_f64());
             req.max_output_tokens = o.get("max_output_tokens").and_then(|v| v.as_i64());
+            req.reasoning_effort = o
+                .get("reasoning_effort")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
         }
         (req, candidates, left_alone)
     };

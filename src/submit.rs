@@ -53,6 +53,21 @@ pub enum Selection {
     Null,
 }
 
+/// Provider names a `provider:model` prefix may carry (gh-analysis's model form).
+pub const KNOWN_PROVIDERS: [&str; 2] = ["openai", "anthropic"];
+
+/// Splits `openai:gpt-4o-mini` into (`Some("openai")`, `gpt-4o-mini`); a name without a
+/// known provider prefix comes back whole.
+pub fn split_model_prefix(model: &str) -> (Option<String>, &str) {
+    if let Some((pre, rest)) = model.split_once(':') {
+        let pre = pre.trim().to_ascii_lowercase();
+        if KNOWN_PROVIDERS.contains(&pre.as_str()) {
+            return (Some(pre), rest.trim());
+        }
+    }
+    (None, model)
+}
+
 /// The selection text that means "every issue, narrowed by the filters".
 pub const ALL_ISSUES: &str = "*";
 
@@ -76,6 +91,8 @@ pub struct SubmitRequest {
     pub missing_analysis: bool,
     pub temperature: Option<f64>,
     pub max_output_tokens: Option<i64>,
+    /// Sent as the provider's `reasoning_effort` (reasoning models only).
+    pub reasoning_effort: Option<String>,
     /// Requests per job (tests and users who want smaller jobs); default 50,000.
     pub max_requests_per_job: Option<i64>,
     /// Set by `batch_retry`: the job this one retries.
@@ -102,16 +119,53 @@ impl SubmitRequest {
             missing_analysis: false,
             temperature: None,
             max_output_tokens: None,
+            reasoning_effort: None,
             max_requests_per_job: None,
             retry_of: None,
             prior_attempts: std::collections::HashMap::new(),
         }
     }
 
+    /// Applies `model :=` and `provider :=` (either may be absent). The model may carry
+    /// the gh-analysis `provider:model` prefix (`openai:gpt-4o-mini`): the prefix picks the
+    /// provider and is not part of the model name. Only known provider names count as a
+    /// prefix, so OpenAI's fine-tuned names (`ft:gpt-4o-mini:org::id`) stay whole.
+    pub fn set_model_and_provider(
+        &mut self,
+        model: Option<String>,
+        provider: Option<String>,
+    ) -> Result<(), SubmitError> {
+        let provider = provider.map(|p| p.trim().to_ascii_lowercase());
+        if let Some(m) = model {
+            let (prefix, name) = split_model_prefix(&m);
+            if let (Some(pre), Some(given)) = (&prefix, &provider) {
+                if pre != given {
+                    return Err(SubmitError::Invalid(format!(
+                        "model '{m}' names provider {pre} but provider := '{given}' (give one of them)"
+                    )));
+                }
+            }
+            if let Some(pre) = prefix {
+                self.provider = pre;
+            }
+            self.model = name.to_string();
+        }
+        if let Some(p) = provider {
+            self.provider = p;
+        }
+        Ok(())
+    }
+
     /// Checks what can be checked without the database (bind time).
     pub fn validate(&self) -> Result<(), SubmitError> {
         processor::require_processor(&self.processor)
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        if KNOWN_PROVIDERS.contains(&self.provider.as_str()) && self.provider != DEFAULT_PROVIDER {
+            return Err(SubmitError::Invalid(format!(
+                "provider {} is not supported yet (only openai so far: use an OpenAI model such as 'gpt-4o-mini' or 'openai:gpt-4o-mini')",
+                self.provider
+            )));
+        }
         if self.provider != DEFAULT_PROVIDER {
             return Err(SubmitError::Invalid(format!(
                 "unknown provider '{}' (supported: openai)",
@@ -169,6 +223,7 @@ impl SubmitRequest {
             model: self.model.clone(),
             temperature: self.temperature,
             max_output_tokens,
+            reasoning_effort: self.reasoning_effort.clone(),
         };
         opts.validate()
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
@@ -1051,6 +1106,7 @@ fn record_job(
     let options = serde_json::json!({
         "temperature": req.temperature,
         "max_output_tokens": req.max_output_tokens,
+        "reasoning_effort": req.reasoning_effort,
         "reprocess": req.reprocess,
         "max_issues": req.max_issues,
     })
@@ -1213,6 +1269,54 @@ mod tests {
         r.temperature = None;
         r.provider = "acme-ai".into();
         assert!(r.validate().unwrap_err().to_string().contains("acme-ai"));
+    }
+
+    #[test]
+    fn model_prefix_picks_the_provider() {
+        let mut r = SubmitRequest::new("product-labeling", Selection::All);
+        r.set_model_and_provider(Some("openai:gpt-4o-mini".into()), None)
+            .unwrap();
+        assert_eq!(
+            (r.model.as_str(), r.provider.as_str()),
+            ("gpt-4o-mini", "openai")
+        );
+        r.validate().unwrap();
+        // Fine-tuned names keep their colons.
+        r.set_model_and_provider(Some("ft:gpt-4o-mini:acme::abc".into()), None)
+            .unwrap();
+        assert_eq!(r.model, "ft:gpt-4o-mini:acme::abc");
+        r.set_model_and_provider(Some("gpt-4.1".into()), Some(" OpenAI ".into()))
+            .unwrap();
+        assert_eq!(
+            (r.model.as_str(), r.provider.as_str()),
+            ("gpt-4.1", "openai")
+        );
+        let mut a = SubmitRequest::new("product-labeling", Selection::All);
+        a.set_model_and_provider(Some("anthropic:claude-sonnet-4-5".into()), None)
+            .unwrap();
+        assert_eq!(a.model, "claude-sonnet-4-5");
+        let msg = a.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("provider anthropic is not supported yet"),
+            "{msg}"
+        );
+        let clash = a
+            .set_model_and_provider(Some("anthropic:x".into()), Some("openai".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(clash.contains("names provider anthropic"), "{clash}");
+    }
+
+    #[test]
+    fn reasoning_effort_needs_a_reasoning_model() {
+        let mut r = SubmitRequest::new("product-labeling", Selection::All);
+        r.reasoning_effort = Some("high".into());
+        let msg = r.validate().unwrap_err().to_string();
+        assert!(msg.contains("only for reasoning models"), "{msg}");
+        r.model = "o4-mini".into();
+        r.validate().unwrap();
+        r.reasoning_effort = Some("turbo".into());
+        assert!(r.validate().unwrap_err().to_string().contains("turbo"));
     }
 
     #[test]

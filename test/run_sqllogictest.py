@@ -1,17 +1,30 @@
 #!/usr/bin/env python3
-"""A small sqllogictest runner over the Python duckdb wheel.
+"""A small sqllogictest runner over DuckDB hosts: Python duckdb wheels and the duckdb CLI.
 
 Usage:
     python test/run_sqllogictest.py --extension build/release/ai_batch.duckdb_extension test/sql/*.test
+    python test/run_sqllogictest.py --extension EXT --host python --host python:DIR --host cli:EXE test/sql/*.test
 
-Each test file runs in its own subprocess (this same script, with --worker), so a
-crash or a hang in one file is reported as that file failing and the other files
-still run. The summary line at the end counts FILES:
+Hosts (`--host`, repeatable; default `python`):
+    python        the duckdb module of the Python running this script
+    python:DIR    the duckdb module installed in DIR (`pip install --target DIR duckdb==X`),
+                  found first on PYTHONPATH
+    cli:EXE       the duckdb command line client EXE (e.g. .venv/bin/duckdb from the
+                  duckdb-cli package): one persistent `EXE -unsigned DB` process per file,
+                  fed each record on stdin, in `.mode csv` with a NULL marker, with a
+                  `.print` sentinel after each record to delimit its output; errors are what
+                  the CLI writes to stderr.
+
+Each test file runs once per host, each run in its own subprocess (this same script, with
+--worker), so a crash or a hang in one file is reported as that run failing and the other
+runs still go on. Every PASS / FAIL line ends with the host and its DuckDB version, e.g.
+`[cli 1.5.6]`. The summary line at the end counts RUNS (files x hosts; with one host,
+files):
 
     N passed, N failed
 
-(a line "N skipped" precedes it when files were skipped by `require` /
-`require-env`). The exit status is 1 when any file failed (or no file was given),
+(a line "N skipped" precedes it when runs were skipped by `require` /
+`require-env`). The exit status is 1 when any run failed (or no file was given),
 0 otherwise.
 
 Supported subset of DuckDB's sqllogictest dialect
@@ -64,14 +77,19 @@ using them fails with a message saying so.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import math
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass, field
 
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -146,6 +164,8 @@ def parse(text: str) -> list[Record]:
 # ----------------------------------------------------------------------------- worker
 
 class FileRunner:
+    host = "python"
+
     def __init__(self, path: str, extension: str | None, progress_path: str | None):
         self.path = path
         self.extension = os.path.abspath(extension) if extension else None
@@ -160,6 +180,7 @@ class FileRunner:
         self.required: list[str] = []
         self.con = None
         self.records_run = 0
+        self.version = ""
 
     # -- helpers
     def subst(self, text: str) -> str:
@@ -184,6 +205,7 @@ class FileRunner:
             self.con = duckdb.connect(self.db_path, read_only=True, config=config)
         else:
             self.con = duckdb.connect(self.db_path, config=config)
+        self.version = duckdb.__version__
         for ext in self.required:
             self.load_extension(ext)
 
@@ -197,14 +219,27 @@ class FileRunner:
     def load_extension(self, name: str) -> None:
         if self.ext_name and name == self.ext_name:
             escaped = self.extension.replace("'", "''")
-            self.con.execute(f"LOAD '{escaped}'")
+            self.exec(f"LOAD '{escaped}'")
             return
         if name == "ai_batch":
             raise TestFailure("`require ai_batch` but the runner was not given --extension PATH")
         try:
-            self.con.execute(f'LOAD "{name}"')
+            self.exec(f'LOAD "{name}"')
         except Exception as e:  # noqa: BLE001 - any failure means "not available"
             raise SkipFile(f"require {name}: extension not available ({first_line(e)})")
+
+    def exec(self, sql: str) -> None:
+        """Runs SQL; raises with the host's error message when it fails."""
+        self.con.execute(sql)
+
+    def is_single_select(self, body: str) -> bool:
+        try:
+            import duckdb
+
+            stmts = self.con.extract_statements(body)
+            return len(stmts) == 1 and stmts[0].type == duckdb.StatementType.SELECT
+        except Exception:  # noqa: BLE001 - unparsable: execute as is and report its error
+            return False
 
     def progress(self, line: int) -> None:
         if self.progress_path:
@@ -305,7 +340,7 @@ class FileRunner:
         mode = rec.header[1] if len(rec.header) > 1 else "ok"
         sql = self.subst(rec.sql)
         try:
-            self.con.execute(sql)
+            self.exec(sql)
             error = None
         except Exception as e:  # noqa: BLE001
             error = e
@@ -374,22 +409,142 @@ class FileRunner:
 
     def fetch_as_text(self, sql: str) -> list[list[str]]:
         """Run the query once and return its rows as DuckDB's VARCHAR renderings."""
-        body = sql.strip()
-        while body.endswith(";"):
-            body = body[:-1].rstrip()
-        wrap = False
-        try:
-            stmts = self.con.extract_statements(body)
-            import duckdb
-            wrap = len(stmts) == 1 and stmts[0].type == duckdb.StatementType.SELECT
-        except Exception:  # noqa: BLE001 - unparsable: execute as is and report its error
-            wrap = False
-        if wrap:
+        body = strip_semicolons(sql)
+        if self.is_single_select(body):
             rows = self.con.execute(
                 f"SELECT CAST(COLUMNS(*) AS VARCHAR) FROM (\n{body}\n)").fetchall()
         else:
             rows = self.con.execute(sql).fetchall()
         return [[format_value(v) for v in row] for row in rows]
+
+
+def strip_semicolons(sql: str) -> str:
+    body = sql.strip()
+    while body.endswith(";"):
+        body = body[:-1].rstrip()
+    return body
+
+
+class CliError(Exception):
+    """What the duckdb CLI wrote to stderr for a record."""
+
+
+class CliFileRunner(FileRunner):
+    """Runs a file in one persistent duckdb CLI process (reopened by `restart` / `load`)."""
+
+    host = "cli"
+    RECORD_TIMEOUT = 300.0
+
+    def __init__(self, path: str, extension: str | None, progress_path: str | None, exe: str):
+        super().__init__(path, extension, progress_path)
+        self.exe = exe
+        self.proc: subprocess.Popen | None = None
+        self.null = f"<<NULL-{uuid.uuid4().hex}>>"
+        self.seq = 0
+        self._parser = None
+
+    def open(self) -> None:
+        self.close()
+        args = [self.exe, "-unsigned"] + (["-readonly"] if self.readonly else []) + [self.db_path]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        self.roundtrip(f".mode csv\n.headers on\n.nullvalue {self.null}\n", raw=True)
+        out, _ = self.roundtrip("SELECT library_version FROM pragma_version();")
+        rows = self.parse_csv(out)
+        self.version = rows[0][0].lstrip("v") if rows else "?"
+        for ext in self.required:
+            self.load_extension(ext)
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - a hung CLI is killed
+            proc.kill()
+            proc.wait()
+        finally:
+            for f in (proc.stdout, proc.stderr):
+                f.close()
+
+    def roundtrip(self, text: str, raw: bool = False) -> tuple[str, str]:
+        """Sends one record (terminated with `;` unless raw) and a `.print` sentinel; returns
+        (stdout before the sentinel, stderr)."""
+        self.seq += 1
+        token = f"__SLT_END_{self.seq}_{uuid.uuid4().hex}__"
+        if not raw:
+            text = strip_semicolons(text) + ";\n"
+        try:
+            self.proc.stdin.write((text + f".print {token}\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise TestFailure(f"the duckdb CLI exited (status {self.proc.poll()}): {self.drain_stderr()}")
+        out = b""
+        marker = token.encode() + b"\n"
+        deadline = time.monotonic() + self.RECORD_TIMEOUT
+        while not out.endswith(marker):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TestFailure(f"the duckdb CLI gave no answer in {self.RECORD_TIMEOUT:g}s "
+                                  "(an unterminated quote or statement?)")
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    self.proc.wait()
+                    raise TestFailure(f"the duckdb CLI exited (status {self.proc.returncode}) while "
+                                      f"running the record: {self.drain_stderr()}")
+                out += chunk
+        return out[: -len(marker)].decode("utf-8", "replace"), self.drain_stderr()
+
+    def drain_stderr(self) -> str:
+        err = b""
+        while self.proc is not None:
+            ready, _, _ = select.select([self.proc.stderr], [], [], 0)
+            if not ready:
+                break
+            chunk = os.read(self.proc.stderr.fileno(), 1 << 16)
+            if not chunk:
+                break
+            err += chunk
+        return err.decode("utf-8", "replace").strip()
+
+    def exec(self, sql: str) -> str:
+        out, err = self.roundtrip(sql)
+        if err:
+            raise CliError(err)
+        return out
+
+    def is_single_select(self, body: str) -> bool:
+        # The CLI cannot say how it parses; the Python duckdb running this script can.
+        try:
+            import duckdb
+
+            if self._parser is None:
+                self._parser = duckdb.connect()
+            stmts = self._parser.extract_statements(body)
+            return len(stmts) == 1 and stmts[0].type == duckdb.StatementType.SELECT
+        except Exception:  # noqa: BLE001
+            return False
+
+    def parse_csv(self, out: str) -> list[list[str]]:
+        rows = list(csv.reader(io.StringIO(out, newline="")))
+        # rows[0] is the header. An empty line is one empty value (the CLI writes a lone
+        # '' unquoted; csv.reader reads it as no field at all).
+        return [[self.cli_value(v) for v in (r or [""])] for r in rows[1:]]
+
+    def cli_value(self, v: str) -> str:
+        if v == self.null:
+            return "NULL"
+        return v if v != "" else "(empty)"
+
+    def fetch_as_text(self, sql: str) -> list[list[str]]:
+        body = strip_semicolons(sql)
+        if self.is_single_select(body):
+            body = f"SELECT CAST(COLUMNS(*) AS VARCHAR) FROM (\n{body}\n)"
+        return self.parse_csv(self.exec(body))
 
 
 def format_value(v) -> str:
@@ -446,12 +601,17 @@ def first_line(e: BaseException) -> str:
 
 
 def worker_main(args: argparse.Namespace) -> int:
-    runner = FileRunner(args.worker, args.extension, args.progress)
+    kind, _, where = (args.host or ["python"])[-1].partition(":")
+    if kind == "cli":
+        runner: FileRunner = CliFileRunner(args.worker, args.extension, args.progress, where)
+    else:
+        runner = FileRunner(args.worker, args.extension, args.progress)
     try:
         result = runner.run()
     except Exception as e:  # noqa: BLE001
         result = {"status": "fail", "line": 0, "message": f"runner error: {type(e).__name__}: {e}",
                   "records": runner.records_run}
+    result["host"] = f"{runner.host} {runner.version or '?'}"
     with open(args.result, "w", encoding="utf-8") as f:
         json.dump(result, f)
     return 0
@@ -459,16 +619,35 @@ def worker_main(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- driver
 
-def run_file(path: str, extension: str | None, timeout: float) -> dict:
+def check_host(host: str) -> str | None:
+    """None when the host spec is usable, else why not."""
+    kind, _, where = host.partition(":")
+    if kind == "python":
+        if where and not os.path.isdir(where):
+            return f"--host {host}: no such directory (pip install --target {where} duckdb==X)"
+        return None
+    if kind == "cli":
+        if not where or not os.path.isfile(where):
+            return f"--host {host}: no such duckdb executable"
+        return None
+    return f"--host {host}: unknown host (python, python:DIR or cli:EXE)"
+
+
+def run_file(path: str, extension: str | None, timeout: float, host: str = "python") -> dict:
     with tempfile.TemporaryDirectory(prefix="slt_run_") as tmp:
         result_path = os.path.join(tmp, "result.json")
         progress_path = os.path.join(tmp, "progress")
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", path,
-               "--result", result_path, "--progress", progress_path]
+               "--result", result_path, "--progress", progress_path, "--host", host]
         if extension:
             cmd += ["--extension", extension]
+        env = dict(os.environ)
+        kind, _, where = host.partition(":")
+        if kind == "python" and where:
+            env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(where)] + (
+                [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
             out = (proc.stdout or "") + (proc.stderr or "")
             rc = proc.returncode
             timed_out = False
@@ -498,7 +677,8 @@ def run_file(path: str, extension: str | None, timeout: float) -> dict:
             msg = f"worker crashed with signal {-rc} (the record at this line was running)"
         else:
             msg = f"worker exited with status {rc} without a result"
-        return {"status": "fail", "line": line, "message": msg, "output": out, "records": None}
+        return {"status": "fail", "line": line, "message": msg, "output": out, "records": None,
+                "host": host}
 
 
 def _text(b) -> str:
@@ -512,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="*", help="sqllogictest files (*.test)")
     ap.add_argument("--extension", help="path of the .duckdb_extension that `require <stem>` loads")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per file (default 600)")
+    ap.add_argument("--host", action="append", default=None,
+                    help="python (default), python:DIR or cli:EXE; repeat to run every file in each")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--progress", help=argparse.SUPPRESS)
@@ -520,6 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker_main(args)
 
+    hosts = args.host or ["python"]
+    for h in hosts:
+        problem = check_host(h)
+        if problem:
+            print(f"run_sqllogictest: {problem}", file=sys.stderr)
+            return 2
     if args.extension and not os.path.exists(args.extension):
         print(f"run_sqllogictest: --extension {args.extension}: no such file", file=sys.stderr)
         return 2
@@ -531,33 +719,35 @@ def main(argv: list[str] | None = None) -> int:
     passed = failed = skipped = 0
     for path in args.files:
         if not os.path.isfile(path):
-            failed += 1
+            failed += len(hosts)
             print(f"FAIL {path}: no such file", flush=True)
             continue
-        result = run_file(path, args.extension, args.timeout)
-        status = result["status"]
-        if status == "pass":
-            passed += 1
-            print(f"PASS {path} ({result.get('records', 0)} records)", flush=True)
-        elif status == "skip":
-            skipped += 1
-            print(f"SKIP {path}: {result.get('message', '')}", flush=True)
-        else:
-            failed += 1
-            line = result.get("line") or 0
-            where = f"{path}:{line}" if line else path
-            msg_lines = (result.get("message") or "").splitlines() or [""]
-            print(f"FAIL {where}: {msg_lines[0]}", flush=True)
-            if len(msg_lines) > 1:
-                print(indent("\n".join(msg_lines[1:]), "  "), flush=True)
-            output = (result.get("output") or "").strip()
-            if output:
-                tail = "\n".join(output.splitlines()[-40:])
-                print("    --- worker output (last 40 lines) ---")
-                print(indent(tail, "    "), flush=True)
+        for host in hosts:
+            result = run_file(path, args.extension, args.timeout, host)
+            label = f"[{result.get('host') or host}]"
+            status = result["status"]
+            if status == "pass":
+                passed += 1
+                print(f"PASS {path} ({result.get('records', 0)} records) {label}", flush=True)
+            elif status == "skip":
+                skipped += 1
+                print(f"SKIP {path}: {result.get('message', '')} {label}", flush=True)
+            else:
+                failed += 1
+                line = result.get("line") or 0
+                where = f"{path}:{line}" if line else path
+                msg_lines = (result.get("message") or "").splitlines() or [""]
+                print(f"FAIL {where}: {msg_lines[0]} {label}", flush=True)
+                if len(msg_lines) > 1:
+                    print(indent("\n".join(msg_lines[1:]), "  "), flush=True)
+                output = (result.get("output") or "").strip()
+                if output:
+                    tail = "\n".join(output.splitlines()[-40:])
+                    print("    --- worker output (last 40 lines) ---")
+                    print(indent(tail, "    "), flush=True)
     if skipped:
         print(f"{skipped} skipped")
-    # The summary counts FILES, not records.
+    # The summary counts RUNS (a file in a host), not records.
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -626,6 +626,18 @@ def test_batch_retry_takes_only_retryable_items(db, fake_openai):
         db.execute("SELECT * FROM batch_retry(?)", [s["job_id"]]).fetchall()
 
 
+def test_batch_retry_sends_the_same_model_and_reasoning_effort(db, fake_openai):
+    fake_openai.configure({"next_batch": {"outcome": "completed_mixed", "fail_every": 2,
+                                          "fail_kinds": ["server_error"]}})
+    s = submit(db, model="openai:o4-mini", reasoning_effort="low")
+    refresh_until_done(db, s["job_id"])
+    r = rows(db, "SELECT * FROM batch_retry(?)", [s["job_id"]])
+    assert len(r) == 1 and r[0]["submitted"] > 0 and r[0]["model"] == "o4-mini", r
+    lines = [json.loads(ln) for ln in fake_file(fake_openai, job(db, r[0]["job_id"])["input_file_id"]).splitlines()]
+    assert len(lines) == r[0]["submitted"]
+    assert all(ln["body"]["model"] == "o4-mini" and ln["body"]["reasoning_effort"] == "low" for ln in lines)
+
+
 def test_batch_retry_leaves_items_alone_after_max_attempts(db, fake_openai):
     fake_openai.configure({"advance": "immediate", "defaults": {"outcome": "all_failed", "fail_kinds": ["server_error"]}})
     jid = submit(db, "number < 103")["job_id"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import duckdb_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "test" / "run_sqllogictest.py"
 
@@ -134,11 +136,32 @@ AFTER HALT NOTHING RUNS
 """
 
 
-def test_passing_file(tmp_path):
+def extra_duckdb(version: str) -> str:
+    d = Path(os.environ.get("AI_BATCH_EXTRA_DUCKDB", ROOT / ".venv/duckdb-versions")) / version
+    if not d.is_dir():
+        pytest.skip(f"duckdb {version} not installed at {d} (make venv)")
+    return str(d)
+
+
+@pytest.fixture(params=["python", "python:2.0.0", "cli"])
+def host(request) -> list[str]:
+    """`--host` arguments: this Python's duckdb, the 2.0.0 wheel, the PyPI duckdb CLI."""
+    if request.param == "cli":
+        return ["--host", f"cli:{duckdb_cli()}"]
+    if request.param == "python:2.0.0":
+        return ["--host", f"python:{extra_duckdb('2.0.0')}"]
+    return []
+
+
+HOST_LABEL = {"python": "[python ", "python:2.0.0": "[python 2.0.0]", "cli": "[cli 1.5.6]"}
+
+
+def test_passing_file(tmp_path, host, request):
     p = write(tmp_path, "passing.test", PASSING)
-    proc = run(p)
+    proc = run(*host, p)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"PASS {p}" in proc.stdout
+    assert HOST_LABEL[request.node.callspec.params["host"]] in proc.stdout, proc.stdout
     assert last_line(proc) == "1 passed, 0 failed"
 
 
@@ -183,10 +206,13 @@ def test_wrong_result_fails_with_file_line_expected_and_actual(tmp_path):
     # require our extension without --extension
     ("require ai_batch\n\nstatement ok\nSELECT 1\n", "not given --extension"),
 ])
-def test_failures_are_detected(tmp_path, body, needle):
+@pytest.mark.parametrize("cli", [False, True], ids=["python", "cli"])
+def test_failures_are_detected(tmp_path, body, needle, cli):
     p = write(tmp_path, "fails.test", body)
     env = {k: v for k, v in os.environ.items() if k != "SLT_SELFTEST_UNSET_VAR"}
-    proc = subprocess.run([sys.executable, str(RUNNER), str(p)], capture_output=True, text=True, env=env)
+    hosts = ["--host", f"cli:{duckdb_cli()}"] if cli else []
+    proc = subprocess.run([sys.executable, str(RUNNER), *hosts, str(p)], capture_output=True, text=True,
+                          env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"FAIL {p}:1" in proc.stdout
     assert needle in proc.stdout, proc.stdout
@@ -203,7 +229,7 @@ def test_mixed_files_count_files_and_continue_after_a_failure(tmp_path):
     assert last_line(proc) == "1 passed, 1 failed"
 
 
-def test_env_substitution_test_dir_and_restart(tmp_path):
+def test_env_substitution_test_dir_and_restart(tmp_path, host):
     p = write(tmp_path, "env.test", """
         require-env SLT_SELFTEST_VALUE
 
@@ -237,7 +263,7 @@ def test_env_substitution_test_dir_and_restart(tmp_path):
         ----
         kept
         """)
-    proc = run(p, env={"SLT_SELFTEST_VALUE": "hello"})
+    proc = run(*host, p, env={"SLT_SELFTEST_VALUE": "hello"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert last_line(proc) == "1 passed, 0 failed"
 
@@ -283,3 +309,43 @@ def test_require_loads_the_given_extension_file(tmp_path):
 def test_no_files_is_an_error():
     proc = run()
     assert proc.returncode != 0
+
+
+def test_every_file_runs_in_every_host_and_a_host_difference_fails_that_run(tmp_path):
+    # The same file answers differently in the two hosts: only the python run must fail.
+    p = write(tmp_path, "version.test", "query T\nSELECT library_version FROM pragma_version()\n----\nv1.5.6\n")
+    good = write(tmp_path, "good.test", "query I\nSELECT 42\n----\n42\n")
+    proc = run("--host", "python", "--host", f"cli:{duckdb_cli()}", p, good)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith(f"FAIL {p}:1: wrong result") and ln.endswith("[python 2.0.1]") for ln in lines), lines
+    assert f"PASS {p} (1 records) [cli 1.5.6]" in lines
+    assert f"PASS {good} (1 records) [python 2.0.1]" in lines and f"PASS {good} (1 records) [cli 1.5.6]" in lines
+    assert last_line(proc) == "3 passed, 1 failed"
+
+
+def test_cli_host_keeps_null_empty_and_multiline_text_apart(tmp_path):
+    p = write(tmp_path, "values.test",
+              "query TTTI\nSELECT NULL, '', 'a,\"b\"', 7\n----\nNULL\t(empty)\ta,\"b\"\t7\n")
+    proc = run("--host", f"cli:{duckdb_cli()}", p)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # A value with a newline is still one row of two values (shown in the failure).
+    p = write(tmp_path, "newline.test", "query TI\nSELECT 'a' || chr(10) || 'b', 2\n----\nx\t2\n")
+    proc = run("--host", f"cli:{duckdb_cli()}", p)
+    assert proc.returncode == 1 and "wrong result" in proc.stdout, proc.stdout
+    assert "actual (1 rows):\n      a\n      b\t2\n" in proc.stdout, proc.stdout
+
+
+def test_cli_host_that_never_answers_fails_the_file(tmp_path):
+    p = write(tmp_path, "hang.test", "statement ok\nSELECT 'never closed\n")
+    good = write(tmp_path, "b_good.test", "query I\nSELECT 1\n----\n1\n")
+    proc = run("--timeout", "5", "--host", f"cli:{duckdb_cli()}", p, good)
+    assert proc.returncode == 1
+    assert f"FAIL {p}:1: timed out" in proc.stdout
+    assert f"PASS {good}" in proc.stdout
+
+
+def test_unknown_host_is_an_error(tmp_path):
+    p = write(tmp_path, "a.test", "query I\nSELECT 1\n----\n1\n")
+    proc = run("--host", "jdbc", p)
+    assert proc.returncode == 2 and "unknown host" in proc.stderr

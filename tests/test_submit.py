@@ -329,6 +329,19 @@ def test_scalar_with_list_aggregate_and_struct_options(db, env):
     assert all(ln["body"]["temperature"] == 0.25 for ln in lines)
 
 
+def test_provider_prefix_and_reasoning_effort_reach_the_request(db, env):
+    # gh-analysis's `openai:<model>` form picks the provider; reasoning_effort is sent as
+    # OpenAI's own `reasoning_effort` and kept with the job's options.
+    out = one(db, f"SELECT * FROM batch_submit('{PL}', $$SELECT id FROM issues WHERE state = 'open'$$, "
+                  "model := 'openai:o4-mini', reasoning_effort := 'high')")
+    assert out["model"] == "o4-mini"
+    open_ids = ids_of(db, "state = 'open'")
+    job, _, lines = check_submitted_job(db, env, out["job_id"], open_ids, model="o4-mini")
+    assert all(ln["body"]["reasoning_effort"] == "high" for ln in lines)
+    assert all("temperature" not in ln["body"] for ln in lines)
+    assert json.loads(job["options"])["reasoning_effort"] == "high"
+
+
 def test_typed_null_selection_selects_nothing(db, env):
     # A subquery / variable that found no issue is a NULL BIGINT[]: it must select
     # nothing, not "every issue the filters allow".

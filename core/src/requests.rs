@@ -44,6 +44,12 @@ pub enum RequestError {
     /// `max_output_tokens` is zero.
     #[error("invalid max_output_tokens 0 (expected at least 1, or NULL for the model's default)")]
     InvalidMaxOutputTokens,
+    /// `reasoning_effort` is not one of [`REASONING_EFFORTS`].
+    #[error("invalid reasoning_effort '{0}' (expected one of: none, minimal, low, medium, high, xhigh, max)")]
+    InvalidReasoningEffort(String),
+    /// `reasoning_effort` was given for a model that does not reason.
+    #[error("reasoning_effort is only for reasoning models (o1, o3, o4-mini, the gpt-5 family); '{0}' is not one (leave reasoning_effort out, or pick a reasoning model)")]
+    ReasoningEffortNotSupported(String),
     /// One line alone exceeds the shard byte limit, so it can never be sent.
     #[error("request for issue {issue_id} is {bytes} bytes, more than a batch file may hold ({limit} bytes)")]
     LineTooLarge {
@@ -143,7 +149,14 @@ pub struct RequestOptions {
     /// Sent as `max_completion_tokens`; omitted when `None`. For reasoning models this
     /// cap includes the hidden reasoning tokens.
     pub max_output_tokens: Option<u32>,
+    /// Sent as `reasoning_effort` (reasoning models only); omitted when `None`.
+    pub reasoning_effort: Option<String>,
 }
+
+/// The values OpenAI's Chat Completions API takes for `reasoning_effort` (which of them a
+/// given reasoning model accepts is the provider's call: e.g. `none` only from gpt-5.1).
+pub const REASONING_EFFORTS: [&str; 7] =
+    ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
 
 impl RequestOptions {
     /// Options for `model` with no temperature and no output cap.
@@ -152,6 +165,7 @@ impl RequestOptions {
             model: model.into(),
             temperature: None,
             max_output_tokens: None,
+            reasoning_effort: None,
         }
     }
 
@@ -168,6 +182,16 @@ impl RequestOptions {
         }
         if self.max_output_tokens == Some(0) {
             return Err(RequestError::InvalidMaxOutputTokens);
+        }
+        if let Some(effort) = &self.reasoning_effort {
+            if !REASONING_EFFORTS.contains(&effort.as_str()) {
+                return Err(RequestError::InvalidReasoningEffort(effort.clone()));
+            }
+            if !crate::cost::is_reasoning_model(&self.model) {
+                return Err(RequestError::ReasoningEffortNotSupported(
+                    self.model.clone(),
+                ));
+            }
         }
         Ok(())
     }
@@ -199,6 +223,8 @@ struct Body<'a> {
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -211,7 +237,7 @@ struct UserMsg<'a> {
 ///
 /// `{"custom_id":..,"method":"POST","url":"/v1/chat/completions","body":{"model":..,
 /// "messages":[system,user],"response_format":{..},"temperature"?:..,
-/// "max_completion_tokens"?:..}}`
+/// "max_completion_tokens"?:..,"reasoning_effort"?:..}}`
 ///
 /// On error nothing is appended. Validate `opts` once per job with
 /// [`RequestOptions::validate`]; this function does not repeat that check per line.
@@ -261,6 +287,7 @@ pub fn write_rendered_line(
             response_format,
             temperature: opts.temperature,
             max_completion_tokens: opts.max_output_tokens,
+            reasoning_effort: opts.reasoning_effort.as_deref(),
         },
     };
     let start = out.len();
@@ -691,6 +718,43 @@ mod tests {
             );
             let content = v["body"]["messages"][1]["content"].as_str().unwrap();
             assert!(content.contains(&body), "{text:?} must survive the escape");
+        }
+    }
+
+    #[test]
+    fn reasoning_effort_is_sent_and_checked() {
+        let o = RequestOptions {
+            reasoning_effort: Some("high".into()),
+            ..RequestOptions::new("o4-mini")
+        };
+        o.validate().unwrap();
+        let (v, _) = one_line(&issue(1), &o);
+        assert_eq!(v["body"]["reasoning_effort"], "high");
+        assert!(!one_line(&issue(1), &opts()).1.contains("reasoning_effort"));
+        let bad = RequestOptions {
+            reasoning_effort: Some("extreme".into()),
+            ..o.clone()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(RequestError::InvalidReasoningEffort("extreme".into()))
+        );
+        let not_reasoning = RequestOptions {
+            reasoning_effort: Some("low".into()),
+            ..opts()
+        };
+        let msg = not_reasoning.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("only for reasoning models") && msg.contains("gpt-4.1-mini"),
+            "{msg}"
+        );
+        for e in REASONING_EFFORTS {
+            RequestOptions {
+                reasoning_effort: Some(e.into()),
+                ..RequestOptions::new("gpt-5-mini")
+            }
+            .validate()
+            .unwrap();
         }
     }
 

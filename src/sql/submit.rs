@@ -76,7 +76,7 @@ pub fn rows(req: &SubmitRequest, r: &SubmitResult) -> Vec<Vec<Cell>> {
 
 /// The named parameters and their SQL type ids. Plain data: reading the names needs
 /// no DuckDB API (unit tests run without one).
-pub const NAMED: [(&str, LogicalTypeId); 13] = [
+pub const NAMED: [(&str, LogicalTypeId); 14] = [
     ("model", LogicalTypeId::Varchar),
     ("provider", LogicalTypeId::Varchar),
     ("base_url", LogicalTypeId::Varchar),
@@ -90,6 +90,7 @@ pub const NAMED: [(&str, LogicalTypeId); 13] = [
     ("temperature", LogicalTypeId::Double),
     ("max_output_tokens", LogicalTypeId::Bigint),
     ("max_requests_per_job", LogicalTypeId::Bigint),
+    ("reasoning_effort", LogicalTypeId::Varchar),
 ];
 
 /// The named parameters, with their SQL types.
@@ -174,12 +175,8 @@ impl SqlTable for Submit {
             .ok_or_else(|| fail(NAME, "processor must not be NULL (e.g. 'product-labeling')"))?;
         let selection = selection_from_value(&bind.get_parameter(1))?;
         let mut req = SubmitRequest::new(processor.trim(), selection);
-        if let Some(m) = named_text(bind, "model") {
-            req.model = m;
-        }
-        if let Some(p) = named_text(bind, "provider") {
-            req.provider = p.trim().to_ascii_lowercase();
-        }
+        req.set_model_and_provider(named_text(bind, "model"), named_text(bind, "provider"))
+            .map_err(|e| fail(NAME, e))?;
         req.base_url = named_text(bind, "base_url");
         req.dry_run = named_bool(bind, "dry_run").unwrap_or(false);
         req.reprocess = named_bool(bind, "reprocess").unwrap_or(false);
@@ -191,6 +188,7 @@ impl SqlTable for Submit {
         req.temperature = named_f64(bind, "temperature");
         req.max_output_tokens = named_i64(bind, "max_output_tokens");
         req.max_requests_per_job = named_i64(bind, "max_requests_per_job");
+        req.reasoning_effort = named_text(bind, "reasoning_effort").map(|e| e.trim().to_string());
         req.validate().map_err(|e| fail(NAME, e))?;
         Ok(req)
     }

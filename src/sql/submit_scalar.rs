@@ -99,18 +99,15 @@ fn opt_float(name: &str, v: &Opt) -> Result<Option<f64>, SqlError> {
 
 /// Applies named options to a request; unknown names are an error.
 fn apply_options(req: &mut SubmitRequest, opts: &[(String, Opt)]) -> Result<(), SqlError> {
+    // model and provider are applied together after the loop (`provider:model` form).
+    let (mut model, mut provider) = (None, None);
     for (name, v) in opts {
         let n = name.as_str();
         match n {
-            "model" => {
-                if let Some(m) = opt_text(n, v)? {
-                    req.model = m;
-                }
-            }
-            "provider" => {
-                if let Some(p) = opt_text(n, v)? {
-                    req.provider = p.trim().to_ascii_lowercase();
-                }
+            "model" => model = opt_text(n, v)?,
+            "provider" => provider = opt_text(n, v)?,
+            "reasoning_effort" => {
+                req.reasoning_effort = opt_text(n, v)?.map(|e| e.trim().to_string())
             }
             "base_url" => req.base_url = opt_text(n, v)?,
             "org" => req.org = opt_text(n, v)?,
@@ -132,7 +129,8 @@ fn apply_options(req: &mut SubmitRequest, opts: &[(String, Opt)]) -> Result<(), 
             }
         }
     }
-    Ok(())
+    req.set_model_and_provider(model, provider)
+        .map_err(|e| fail(NAME, e))
 }
 
 fn read_varchar(v: &FlatVector<'_>, row: usize) -> Option<String> {
@@ -619,6 +617,22 @@ mod tests {
         assert!(req.dry_run);
         assert_eq!(req.max_issues, Some(5));
         assert_eq!(req.temperature, Some(0.2));
+    }
+
+    #[test]
+    fn json_options_take_provider_prefix_and_reasoning_effort() {
+        let mut req = SubmitRequest::new("product-labeling", Selection::Ids(vec![1]));
+        let opts = options_from_json(
+            r#"{"model": "openai:o4-mini", "reasoning_effort": "low", "provider": "openai"}"#,
+        )
+        .unwrap();
+        apply_options(&mut req, &opts).unwrap();
+        assert_eq!(
+            (req.model.as_str(), req.provider.as_str()),
+            ("o4-mini", "openai")
+        );
+        assert_eq!(req.reasoning_effort.as_deref(), Some("low"));
+        req.validate().unwrap();
     }
 
     #[test]
