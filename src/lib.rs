@@ -9,6 +9,7 @@ pub mod profile;
 pub mod refresh;
 pub mod retry;
 pub mod runtime;
+pub mod spool;
 pub mod sql;
 pub mod store;
 pub mod submit;

@@ -19,7 +19,6 @@
 //!    job id. Nothing is repeated blindly.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ai_batch_core::cost::{self, ModelPrice, PriceTable};
@@ -30,6 +29,8 @@ use ai_batch_core::openai::{
 use ai_batch_core::processor::{self, Processor};
 use ai_batch_core::requests::{custom_id, RequestOptions};
 use duckdb::{params, Connection};
+
+use ai_batch_core::text::echo;
 
 use crate::runtime::Runtime;
 use crate::store;
@@ -119,7 +120,7 @@ impl SubmitRequest {
         if self.provider != DEFAULT_PROVIDER {
             return Err(SubmitError::Invalid(format!(
                 "unknown provider '{}' (supported: openai)",
-                self.provider
+                echo(&self.provider)
             )));
         }
         self.request_options()?;
@@ -346,6 +347,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     if !store::table_exists(conn, "issues")? {
         return Err(SubmitError::NoIssues);
     }
+    store::check_tables(conn, store::Reads::Issues)?;
     let mut prof = crate::profile::Profiler::new("submit");
     // The selection is checked and resolved before the tracking tables are even
     // created: a bad selection leaves the database as it was.
@@ -464,7 +466,9 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     // always committed before any network call for it. When no second connection is
     // idle (other ai_batch calls hold them), the jobs are sent after the build instead,
     // on this connection.
-    let spool = spool_dir()?;
+    let spool = crate::spool::dir()?;
+    // Request files of killed submits (nobody holds their lock) go first.
+    crate::spool::clean_stale(&spool);
     let sender_conn = rt.try_lease();
     let described = summary.describe();
     let mut claims = Vec::new();
@@ -708,13 +712,35 @@ fn check_selection_sql(conn: &Connection, sql: &str) -> Result<(), SubmitError> 
     Ok(())
 }
 
-/// True for the integer types an `id` column may have.
-fn is_integer_type(t: duckdb::core::LogicalTypeId) -> bool {
+/// True for the integer types an `id` column (or a list of ids) may have. Values of
+/// the wide ones (UBIGINT, HUGEINT, UHUGEINT) must still fit in a BIGINT, see
+/// [`id_out_of_range`].
+pub fn is_integer_type(t: duckdb::core::LogicalTypeId) -> bool {
     use duckdb::core::LogicalTypeId::*;
     matches!(
         t,
-        Tinyint | Smallint | Integer | Bigint | UTinyint | USmallint | UInteger | UBigint | Hugeint
+        Tinyint
+            | Smallint
+            | Integer
+            | Bigint
+            | UTinyint
+            | USmallint
+            | UInteger
+            | UBigint
+            | Hugeint
+            | UHugeint
     )
+}
+
+/// An issue id that does not fit in a BIGINT (a HUGEINT or UBIGINT beyond its range),
+/// named in the message: it is refused, never wrapped into another id.
+pub fn id_out_of_range(value: &str) -> SubmitError {
+    SubmitError::Invalid(format!(
+        "issue id {} is out of range: issue ids are BIGINT, from {} to {} (check the selection)",
+        echo(value),
+        i64::MIN,
+        i64::MAX
+    ))
 }
 
 /// Maps an error of running the selection to a message for the user.
@@ -760,11 +786,20 @@ fn run_selection_sql(conn: &Connection, sql: &str) -> Result<Vec<Option<i64>>, S
         }
         let mut ids = Vec::new();
         while let Some(row) = rows.next().map_err(|e| selection_run_error("run", e))? {
-            let id: Option<i64> = row.get(idx).map_err(|e| {
-                SubmitError::BadSelection(format!(
-                    "its id column must hold integer issue ids that fit in a BIGINT ({e})"
-                ))
-            })?;
+            let id = match row.get::<_, Option<i64>>(idx) {
+                Ok(id) => id,
+                Err(e) => {
+                    use duckdb::types::ValueRef;
+                    return Err(match row.get_ref(idx) {
+                        Ok(ValueRef::HugeInt(v)) => id_out_of_range(&v.to_string()),
+                        Ok(ValueRef::UHugeInt(v)) => id_out_of_range(&v.to_string()),
+                        Ok(ValueRef::UBigInt(v)) => id_out_of_range(&v.to_string()),
+                        _ => SubmitError::BadSelection(format!(
+                            "its id column must hold integer issue ids that fit in a BIGINT ({e})"
+                        )),
+                    });
+                }
+            };
             ids.push(id);
         }
         Ok(ids)
@@ -932,8 +967,9 @@ fn price_and_note(prices: &PriceTable, model: &str) -> (Option<ModelPrice>, Opti
     let (encoding, exact) = cost::Encoding::for_model_or_approx(model);
     if !exact {
         notes.push(format!(
-            "tokens counted with {} as an approximation: no tokenizer is known for model '{model}'",
-            encoding.name()
+            "tokens counted with {} as an approximation: no tokenizer is known for model '{}'",
+            encoding.name(),
+            echo(model)
         ));
     }
     let price = match prices.lookup(model) {
@@ -999,15 +1035,6 @@ fn civil_from_unix(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
-}
-
-fn spool_dir() -> Result<PathBuf, SubmitError> {
-    let dir = std::env::var_os("AI_BATCH_SPOOL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("ai_batch"));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| SubmitError::Spool(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
 }
 
 /// Commits one job and its pending items in one transaction. Returns the job's primary

@@ -16,6 +16,8 @@ use duckdb::types::DuckString;
 use duckdb::vscalar::{ScalarFunctionSignature, VScalar};
 use duckdb::vtab::arrow::WritableVector;
 
+use ai_batch_core::text::echo;
+
 use super::submit::{columns, rows, NAME};
 use super::{fail, write_cell, SqlError};
 use crate::runtime::Runtime;
@@ -46,14 +48,20 @@ fn opt_text(name: &str, v: &Opt) -> Result<Option<String>, SqlError> {
     match v {
         Opt::Null => Ok(None),
         Opt::Text(s) => Ok(Some(s.clone())),
-        _ => Err(fail(NAME, format!("option '{name}' must be a text"))),
+        _ => Err(fail(
+            NAME,
+            format!("option '{}' must be a text", echo(name)),
+        )),
     }
 }
 fn opt_bool(name: &str, v: &Opt) -> Result<Option<bool>, SqlError> {
     match v {
         Opt::Null => Ok(None),
         Opt::Bool(b) => Ok(Some(*b)),
-        _ => Err(fail(NAME, format!("option '{name}' must be true or false"))),
+        _ => Err(fail(
+            NAME,
+            format!("option '{}' must be true or false", echo(name)),
+        )),
     }
 }
 fn opt_int(name: &str, v: &Opt) -> Result<Option<i64>, SqlError> {
@@ -63,7 +71,7 @@ fn opt_int(name: &str, v: &Opt) -> Result<Option<i64>, SqlError> {
         Opt::Float(f) if f.fract() == 0.0 => Ok(Some(*f as i64)),
         _ => Err(fail(
             NAME,
-            format!("option '{name}' must be a whole number"),
+            format!("option '{}' must be a whole number", echo(name)),
         )),
     }
 }
@@ -72,7 +80,10 @@ fn opt_float(name: &str, v: &Opt) -> Result<Option<f64>, SqlError> {
         Opt::Null => Ok(None),
         Opt::Int(i) => Ok(Some(*i as f64)),
         Opt::Float(f) => Ok(Some(*f)),
-        _ => Err(fail(NAME, format!("option '{name}' must be a number"))),
+        _ => Err(fail(
+            NAME,
+            format!("option '{}' must be a number", echo(name)),
+        )),
     }
 }
 
@@ -83,7 +94,7 @@ fn apply_options(req: &mut SubmitRequest, opts: &[(String, Opt)]) -> Result<(), 
         match n {
             "model" => {
                 if let Some(m) = opt_text(n, v)? {
-                    req.model = m;
+                    req.model = m.trim().to_string();
                 }
             }
             "provider" => {
@@ -106,7 +117,11 @@ fn apply_options(req: &mut SubmitRequest, opts: &[(String, Opt)]) -> Result<(), 
                 let known: Vec<&str> = super::submit::NAMED.iter().map(|(k, _)| *k).collect();
                 return Err(fail(
                     NAME,
-                    format!("unknown option '{other}' (known: {})", known.join(", ")),
+                    format!(
+                        "unknown option '{}' (known: {})",
+                        echo(other),
+                        known.join(", ")
+                    ),
                 ));
             }
         }
@@ -126,35 +141,55 @@ fn read_varchar(v: &FlatVector<'_>, row: usize) -> Option<String> {
     })
 }
 
-fn read_int(v: &FlatVector<'_>, t: LogicalTypeId, row: usize) -> Option<i64> {
+/// An integer of row `row`; `Err` holds the value's text when it does not fit in a
+/// BIGINT (a UBIGINT, HUGEINT or UHUGEINT beyond its range): never wrapped.
+fn read_int(v: &FlatVector<'_>, t: LogicalTypeId, row: usize) -> Result<Option<i64>, String> {
+    fn fit<T: Copy + ToString>(x: Option<&T>) -> Result<Option<i64>, String>
+    where
+        i64: TryFrom<T>,
+    {
+        x.map(|x| i64::try_from(*x).map_err(|_| x.to_string()))
+            .transpose()
+    }
     if v.row_is_null(row as u64) {
-        return None;
+        return Ok(None);
     }
     // SAFETY: each arm reads the vector with the physical type of its logical type.
     unsafe {
         match t {
-            LogicalTypeId::Tinyint => v.as_slice::<i8>().get(row).map(|x| *x as i64),
-            LogicalTypeId::Smallint => v.as_slice::<i16>().get(row).map(|x| *x as i64),
-            LogicalTypeId::Integer => v.as_slice::<i32>().get(row).map(|x| *x as i64),
-            LogicalTypeId::Bigint => v.as_slice::<i64>().get(row).copied(),
-            LogicalTypeId::UTinyint => v.as_slice::<u8>().get(row).map(|x| *x as i64),
-            LogicalTypeId::USmallint => v.as_slice::<u16>().get(row).map(|x| *x as i64),
-            LogicalTypeId::UInteger => v.as_slice::<u32>().get(row).map(|x| *x as i64),
-            LogicalTypeId::UBigint => v.as_slice::<u64>().get(row).map(|x| *x as i64),
-            _ => None,
+            LogicalTypeId::Tinyint => fit(v.as_slice::<i8>().get(row)),
+            LogicalTypeId::Smallint => fit(v.as_slice::<i16>().get(row)),
+            LogicalTypeId::Integer => fit(v.as_slice::<i32>().get(row)),
+            LogicalTypeId::Bigint => fit(v.as_slice::<i64>().get(row)),
+            LogicalTypeId::UTinyint => fit(v.as_slice::<u8>().get(row)),
+            LogicalTypeId::USmallint => fit(v.as_slice::<u16>().get(row)),
+            LogicalTypeId::UInteger => fit(v.as_slice::<u32>().get(row)),
+            LogicalTypeId::UBigint => fit(v.as_slice::<u64>().get(row)),
+            LogicalTypeId::Hugeint => fit(v
+                .as_slice::<duckdb::ffi::duckdb_hugeint>()
+                .get(row)
+                .map(|h| (i128::from(h.upper) << 64) | i128::from(h.lower))
+                .as_ref()),
+            LogicalTypeId::UHugeint => fit(v
+                .as_slice::<duckdb::ffi::duckdb_uhugeint>()
+                .get(row)
+                .map(|h| (u128::from(h.upper) << 64) | u128::from(h.lower))
+                .as_ref()),
+            _ => Ok(None),
         }
     }
 }
 
 fn is_int(t: LogicalTypeId) -> bool {
-    use LogicalTypeId::*;
-    matches!(
-        t,
-        Tinyint | Smallint | Integer | Bigint | UTinyint | USmallint | UInteger | UBigint
-    )
+    crate::submit::is_integer_type(t)
 }
 
-fn read_opt(v: &FlatVector<'_>, t: &LogicalTypeHandle, row: usize) -> Result<Opt, SqlError> {
+fn read_opt(
+    name: &str,
+    v: &FlatVector<'_>,
+    t: &LogicalTypeHandle,
+    row: usize,
+) -> Result<Opt, SqlError> {
     if v.row_is_null(row as u64) {
         return Ok(Opt::Null);
     }
@@ -189,7 +224,20 @@ fn read_opt(v: &FlatVector<'_>, t: &LogicalTypeHandle, row: usize) -> Result<Opt
                 raw.map(|r| Opt::Float(r as f64 / 10f64.powi(scale)))
                     .unwrap_or(Opt::Null)
             }
-            t if is_int(t) => read_int(v, t, row).map(Opt::Int).unwrap_or(Opt::Null),
+            t if is_int(t) => read_int(v, t, row)
+                .map_err(|text| {
+                    fail(
+                        NAME,
+                        format!(
+                            "option '{}' is {}, out of range (at most {})",
+                            echo(name),
+                            echo(&text),
+                            i64::MAX
+                        ),
+                    )
+                })?
+                .map(Opt::Int)
+                .unwrap_or(Opt::Null),
             other => {
                 return Err(fail(
                     NAME,
@@ -249,7 +297,8 @@ fn read_options(input: &DataChunkHandle, row: usize) -> Result<Vec<(String, Opt)
                 let name = t.child_name(i).to_ascii_lowercase();
                 let ct = t.child(i);
                 let child = sv.child(i, input.len());
-                out.push((name, read_opt(&child, &ct, row)?));
+                let value = read_opt(&name, &child, &ct, row)?;
+                out.push((name, value));
             }
             Ok(out)
         }
@@ -263,6 +312,10 @@ fn read_options(input: &DataChunkHandle, row: usize) -> Result<Vec<(String, Opt)
             "options must be a STRUCT like {'model': 'gpt-4o', 'dry_run': true} or a JSON text",
         )),
     }
+}
+
+fn out_of_range(text: String) -> SqlError {
+    fail(NAME, submit::id_out_of_range(&text))
 }
 
 /// Reads row `row`'s selection from the second column.
@@ -294,14 +347,17 @@ fn read_selection(input: &DataChunkHandle, row: usize) -> Result<Selection, SqlE
             let child = list.child(list.len());
             let mut ids = Vec::with_capacity(len);
             for i in offset..offset + len {
-                if let Some(id) = read_int(&child, child_t, i) {
+                if let Some(id) = read_int(&child, child_t, i).map_err(out_of_range)? {
                     ids.push(id);
                 }
             }
             Ok(Selection::Ids(ids))
         }
         t if is_int(t) => Ok(Selection::Ids(
-            read_int(&flat, t, row).into_iter().collect(),
+            read_int(&flat, t, row)
+                .map_err(out_of_range)?
+                .into_iter()
+                .collect(),
         )),
         _ => Err(fail(
             NAME,
