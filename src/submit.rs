@@ -30,7 +30,7 @@ use ai_batch_core::processor::{self, Processor};
 use ai_batch_core::requests::{custom_id, RequestOptions};
 use duckdb::{params, Connection};
 
-use ai_batch_core::text::echo;
+use ai_batch_core::text::{cap, echo, SQL_MESSAGE_CHARS};
 
 use crate::runtime::Runtime;
 use crate::store;
@@ -694,7 +694,7 @@ fn check_selection_sql(conn: &Connection, sql: &str) -> Result<(), SubmitError> 
             .unwrap_or("")
             .to_string();
         return Err(SubmitError::BadSelection(if kind == "parser" {
-            format!("invalid SQL: {msg}")
+            format!("invalid SQL: {}", cap(&msg, SQL_MESSAGE_CHARS))
         } else {
             "it is not a read-only query (INSERT, UPDATE, DELETE, CREATE, ATTACH, COPY, PRAGMA, SET, ... are refused)".to_string()
         }));
@@ -745,7 +745,9 @@ pub fn id_out_of_range(value: &str) -> SubmitError {
 
 /// Maps an error of running the selection to a message for the user.
 fn selection_run_error(what: &str, e: duckdb::Error) -> SubmitError {
-    let msg = e.to_string();
+    // DuckDB quotes the SQL (identifiers, the line): a pasted 100,000 characters must
+    // not come back whole.
+    let msg = cap(&e.to_string(), SQL_MESSAGE_CHARS);
     if msg.contains("read-only mode") {
         SubmitError::BadSelection(format!(
             "it is not a read-only query, it tries to write ({msg})"

@@ -24,23 +24,9 @@ from conftest import ROOT, extension_path, import_sample
 
 sys.path.insert(0, str(ROOT))
 from fake_provider.pytest_plugin import fake_openai, fake_openai_server  # noqa: E402,F401
+from test_submit import db, env  # noqa: E402,F401  (key, base URL and spool; 17 sample issues)
 
 PL = "product-labeling"
-
-
-@pytest.fixture
-def env(fake_openai, monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("AI_BATCH_SPOOL_DIR", str(tmp_path / "spool"))
-    return fake_openai
-
-
-@pytest.fixture
-def db(connect, env):
-    con = connect()
-    import_sample(con)
-    return con
 
 
 def sent_to_provider(fake) -> list:
@@ -69,19 +55,6 @@ def unused_loopback_port() -> int:
     return port
 
 
-def test_connection_refused_says_nothing_was_sent(db):
-    port = unused_loopback_port()
-    (status, message), = db.execute(
-        f"SELECT status, message FROM batch_submit('{PL}', [1], base_url := 'http://127.0.0.1:{port}/v1')"
-    ).fetchall()
-    assert status == "failed", message
-    assert "could not connect" in message, message
-    assert "the request did not reach OpenAI, nothing was sent" in message, message
-    assert "may have reached" not in message, message
-    err = db.execute("SELECT error_message FROM batch_jobs").fetchall()[0][0]
-    assert "nothing was sent" in err and "may have reached" not in err, err
-
-
 def resolver_fails_fast(host: str) -> str | None:
     """None when `host` fails to resolve within 5 s (the local resolver answers), else why
     the test cannot run here."""
@@ -104,20 +77,27 @@ def resolver_fails_fast(host: str) -> str | None:
     return None
 
 
-def test_dns_failure_says_nothing_was_sent(db):
-    # `.invalid` never resolves (RFC 6761): only the local resolver is asked, nothing
-    # else on the network.
-    host = "ai-batch-test.invalid"
-    why = resolver_fails_fast(host)
-    if why:
-        pytest.skip(why)
+@pytest.mark.parametrize("failure", ["connection refused", "host not found"])
+def test_a_request_that_never_left_says_nothing_was_sent(db, failure):
+    if failure == "connection refused":
+        base_url, kind = f"http://127.0.0.1:{unused_loopback_port()}/v1", "could not connect"
+    else:
+        # `.invalid` never resolves (RFC 6761): only the local resolver is asked, nothing
+        # else on the network.
+        host = "ai-batch-test.invalid"
+        why = resolver_fails_fast(host)
+        if why:
+            pytest.skip(why)
+        base_url, kind = f"https://{host}/v1", "could not resolve the host"
     (status, message), = db.execute(
-        f"SELECT status, message FROM batch_submit('{PL}', [2], base_url := 'https://{host}/v1')"
+        f"SELECT status, message FROM batch_submit('{PL}', [1], base_url := ?)", [base_url]
     ).fetchall()
     assert status == "failed", message
-    assert "could not resolve the host" in message, message
+    assert kind in message, message
     assert "the request did not reach OpenAI, nothing was sent" in message, message
     assert "may have reached" not in message, message
+    err = db.execute("SELECT error_message FROM batch_jobs").fetchall()[0][0]
+    assert "nothing was sent" in err and "may have reached" not in err, err
 
 
 # ----------------------------------------------------------------------------- ids beyond BIGINT

@@ -8,16 +8,30 @@
 /// At most this many characters of a user's value are repeated in a message.
 pub const ECHO_CHARS: usize = 100;
 
+/// At most this many characters of a DuckDB message about the user's SQL (which
+/// quotes it) are repeated.
+pub const SQL_MESSAGE_CHARS: usize = 500;
+
 /// `s` as it may appear in a message: control characters shown as spaces, and
 /// when longer than [`ECHO_CHARS`] characters, its beginning followed by
 /// `… (N characters)`.
 pub fn echo(s: &str) -> String {
-    let clean = |c: char| if c.is_control() { ' ' } else { c };
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    cap(&flat, ECHO_CHARS)
+}
+
+/// `s` cut to its first `max_chars` characters followed by `… (N characters)` when it
+/// is longer; as it is otherwise. For texts that quote user input, such as DuckDB's
+/// messages about a selection SQL.
+pub fn cap(s: &str, max_chars: usize) -> String {
     let total = s.chars().count();
-    if total <= ECHO_CHARS {
-        return s.chars().map(clean).collect();
+    if total <= max_chars {
+        return s.to_string();
     }
-    let head: String = s.chars().take(ECHO_CHARS).map(clean).collect();
+    let head: String = s.chars().take(max_chars).collect();
     format!("{head}… ({total} characters)")
 }
 
@@ -38,5 +52,7 @@ mod tests {
             format!("{}… (101 characters)", "é".repeat(100))
         );
         assert_eq!(echo(&"y".repeat(100)), "y".repeat(100));
+        assert_eq!(cap("ab\ncd", 3), "ab\n… (5 characters)");
+        assert_eq!(cap("ab\ncd", 5), "ab\ncd");
     }
 }
