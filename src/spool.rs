@@ -10,21 +10,19 @@
 //! files; a file another live process or thread is writing or uploading is locked and
 //! left alone (flock locks of two `open`s conflict even within one process).
 //!
-//! The one gap, between creating a file and locking it, is closed by the directory's
-//! lock file: creators hold it shared across that gap, the cleaner holds it exclusive
-//! for its sweep (and skips the sweep when it cannot get it at once). On a file system
-//! without flock, nothing is ever cleaned.
+//! The one gap, between creating a file and locking it, is closed by a lock on the
+//! directory itself (flock works on a directory's descriptor; no extra file): creators
+//! hold it shared across that gap, the cleaner holds it exclusive for its sweep (and
+//! skips the sweep when it cannot get it at once). On a file system without flock,
+//! nothing is ever cleaned.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ai_batch_core::requests::validate_job_id;
 
 use crate::submit::SubmitError;
-
-/// The lock file that orders file creation against a sweep.
-pub const LOCK_FILE: &str = ".ai_batch_spool.lock";
 
 /// The spool directory (`AI_BATCH_SPOOL_DIR`, else `$TMPDIR/ai_batch`), created if
 /// missing.
@@ -48,13 +46,9 @@ impl PartialEq for SpoolLock {
     }
 }
 
-fn open_lock_file(dir: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(LOCK_FILE))
+/// The directory, opened to be locked: orders file creation against a sweep.
+fn open_dir_lock(dir: &Path) -> std::io::Result<File> {
+    File::open(dir)
 }
 
 /// Creates the request file `<job_id>.jsonl` in `dir`, locked: the file to write and
@@ -64,7 +58,7 @@ pub fn create(dir: &Path, job_id: &str) -> std::io::Result<(PathBuf, File, Optio
     // Shared: other creators go on, a sweep waits (or is skipped) until the lock
     // below is taken. Without flock (some network file systems) nothing is locked,
     // and then nothing is cleaned either.
-    let order = open_lock_file(dir).ok().filter(|f| f.lock_shared().is_ok());
+    let order = open_dir_lock(dir).ok().filter(|f| f.lock_shared().is_ok());
     let file = File::create(&path)?;
     let lock = match file.try_lock() {
         Ok(()) => Some(SpoolLock(Arc::new(file.try_clone()?))),
@@ -77,7 +71,7 @@ pub fn create(dir: &Path, job_id: &str) -> std::io::Result<(PathBuf, File, Optio
 /// Removes the request files in `dir` that no live process holds (left by a killed
 /// submit). Best effort: returns how many were removed, never fails.
 pub fn clean_stale(dir: &Path) -> usize {
-    let Ok(order) = open_lock_file(dir) else {
+    let Ok(order) = open_dir_lock(dir) else {
         return 0;
     };
     if order.try_lock().is_err() {
@@ -154,7 +148,7 @@ mod tests {
         let d = tmp_dir("order");
         let stale = d.join("job_20260101_000000_dddddd.jsonl");
         std::fs::write(&stale, b"{}\n").unwrap();
-        let creating = open_lock_file(&d).unwrap();
+        let creating = open_dir_lock(&d).unwrap();
         creating.lock_shared().unwrap();
         assert_eq!(clean_stale(&d), 0);
         assert!(stale.exists());

@@ -215,12 +215,13 @@ pub fn check_tables(conn: &Connection, reads: Reads) -> Result<(), StoreError> {
            UNION ALL \
            SELECT view_name, true FROM duckdb_views() \
            WHERE database_name = current_database() AND schema_name = current_schema() \
-             AND lower(view_name) IN ({names})) \
-         SELECT lower(o.name), o.is_view, \
-                (SELECT string_agg(lower(c.column_name), ',') FROM duckdb_columns() c \
-                 WHERE c.database_name = current_database() AND c.schema_name = current_schema() \
-                   AND c.table_name = o.name) \
-         FROM o"
+             AND lower(view_name) IN ({names})), \
+         c AS (\
+           SELECT table_name, string_agg(lower(column_name), ',') AS cols FROM duckdb_columns() \
+           WHERE database_name = current_database() AND schema_name = current_schema() \
+             AND lower(table_name) IN ({names}) \
+           GROUP BY table_name) \
+         SELECT lower(o.name), o.is_view, c.cols FROM o LEFT JOIN c ON c.table_name = o.name"
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut found = stmt

@@ -28,9 +28,8 @@ use ai_batch_core::openai::{
 };
 use ai_batch_core::processor::{self, Processor};
 use ai_batch_core::requests::{custom_id, RequestOptions};
-use duckdb::{params, Connection};
-
 use ai_batch_core::text::{cap, echo, SQL_MESSAGE_CHARS};
+use duckdb::{params, Connection};
 
 use crate::runtime::Runtime;
 use crate::store;
