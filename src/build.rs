@@ -38,6 +38,8 @@ pub struct BuiltJob {
     pub tokens: Vec<u64>,
     /// Bytes of the request file.
     pub bytes: u64,
+    /// The lock on the spool file, held until the file is removed (see `spool`).
+    pub lock: Option<crate::spool::SpoolLock>,
 }
 
 impl BuiltJob {
@@ -78,13 +80,13 @@ impl Open {
     fn new(spool: Option<&Path>) -> Result<Self, SubmitError> {
         let job_id = new_job_id();
         validate_job_id(&job_id).map_err(build_err)?;
-        let (path, file) = match spool {
+        let (path, file, lock) = match spool {
             Some(dir) => {
-                let path = dir.join(format!("{job_id}.jsonl"));
-                let f = File::create(&path).map_err(|e| spool_err(&path, e))?;
-                (Some(path), Some(BufWriter::with_capacity(1 << 20, f)))
+                let (path, f, lock) = crate::spool::create(dir, &job_id)
+                    .map_err(|e| spool_err(&dir.join(format!("{job_id}.jsonl")), e))?;
+                (Some(path), Some(BufWriter::with_capacity(1 << 20, f)), lock)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         Ok(Open {
             _unfinished: RemoveOnDrop(path.clone()),
@@ -94,6 +96,7 @@ impl Open {
                 issue_ids: Vec::new(),
                 tokens: Vec::new(),
                 bytes: 0,
+                lock,
             },
             file,
         })

@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod refresh;
 pub mod retry;
 pub mod runtime;
+pub mod spool;
 pub mod sql;
 pub mod store;
 pub mod submit;

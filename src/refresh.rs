@@ -204,6 +204,7 @@ fn job_base_url(job: &Job) -> String {
 pub fn refresh(rt: &Arc<Runtime>, job_id: Option<&str>) -> Result<Vec<RefreshRow>, RefreshError> {
     let conn = rt.lease()?;
     let conn: &Connection = &conn;
+    store::check_tables(conn, store::Reads::Tracking)?;
     store::ensure_schema(conn)?;
     let jobs = jobs_to_refresh(conn, job_id)?;
     if jobs.is_empty() {
@@ -687,6 +688,7 @@ fn collect(
 pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshError> {
     let conn = rt.lease()?;
     let conn: &Connection = &conn;
+    store::check_tables(conn, store::Reads::Tracking)?;
     store::ensure_schema(conn)?;
     let job = load_job(conn, job_id)?;
     let Some(_claim) = rt.claim_job(&job.job_id) else {

@@ -42,6 +42,7 @@ pub fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, SubmitError
     let (req, candidates, left_alone) = {
         let conn = rt.lease()?;
         let conn: &Connection = &conn;
+        store::check_tables(conn, store::Reads::Tracking)?;
         store::ensure_schema(conn)?;
         let job = store::job(conn, job_id)?;
         if !TERMINAL_STATUSES.contains(&job.status.as_str()) {

@@ -88,14 +88,211 @@ CREATE TABLE IF NOT EXISTS ai_analyses (
 /// What went wrong in the tracking tables.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Tables or views of the user's are in the way of ours, or lack columns we read
+    /// ([`check_tables`]). One sentence per object, each saying what to do.
+    #[error("{0} (nothing was created, written or sent)")]
+    Clash(String),
     #[error("the database is read-only and has no ai_batch tables yet (open it read-write once, or run a batch_* function on a writable copy)")]
     ReadOnlyWithoutTables,
     #[error("could not create the ai_batch tables: {0}")]
     Create(String),
-    #[error("no job with job_id '{0}' (see SELECT job_id FROM batch_history())")]
+    #[error("no job with job_id '{}' (see SELECT job_id FROM batch_history())", ai_batch_core::text::echo(.0))]
     UnknownJob(String),
     #[error("database error: {0}")]
     Db(#[from] duckdb::Error),
+}
+
+/// Which tables a `batch_*` function reads besides the tracking tables (and the
+/// `product_labels` view, which every function may create).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Only the tracking tables (`batch_history`, `batch_refresh`, `batch_cancel`,
+    /// `batch_retry` before it submits).
+    Tracking,
+    /// Also `issues(id, org, repo, number)` when it exists, to name each item's issue
+    /// (`batch_details`).
+    IssueRefs,
+    /// Also the issues with their labels and comments, and the price table
+    /// (`batch_submit`).
+    Issues,
+}
+
+/// A user table (or view) a function reads, with the columns it reads from it.
+struct UserTable {
+    name: &'static str,
+    columns: &'static [&'static str],
+    /// What the table is, for the message.
+    what: &'static str,
+}
+
+const ISSUES_FOR_SUBMIT: UserTable = UserTable {
+    name: "issues",
+    columns: &["id", "org", "repo", "number", "title", "body", "state"],
+    what: "the gh-analysis issues of sql/schema.sql",
+};
+const ISSUES_FOR_REFS: UserTable = UserTable {
+    name: "issues",
+    columns: &["id", "org", "repo", "number"],
+    what: "the gh-analysis issues of sql/schema.sql",
+};
+const LABELS: UserTable = UserTable {
+    name: "labels",
+    columns: &["issue_id", "name"],
+    what: "the gh-analysis labels of sql/schema.sql",
+};
+const COMMENTS: UserTable = UserTable {
+    name: "comments",
+    columns: &["issue_id", "author_login", "body", "position"],
+    what: "the gh-analysis comments of sql/schema.sql",
+};
+const PRICES: UserTable = UserTable {
+    name: "ai_batch_prices",
+    columns: &["model", "input_per_mtok", "output_per_mtok"],
+    what: "your price overrides, see Cost in the README",
+};
+
+/// The view the extension creates (see [`PRODUCT_LABELS_VIEW`]).
+const VIEW_NAME: &str = "product_labels";
+
+/// The columns of one of our tables, read from [`SCHEMA_DDL`] (never retyped).
+fn ddl_columns(table: &str) -> Vec<&'static str> {
+    let head = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    let Some(start) = SCHEMA_DDL.find(&head) else {
+        return Vec::new();
+    };
+    SCHEMA_DDL
+        .get(start + head.len()..)
+        .unwrap_or("")
+        .lines()
+        .take_while(|l| !l.starts_with(')'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+/// Names a list of columns, capped.
+fn column_list(cols: &[&str]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = cols
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if cols.len() > SHOWN {
+        s.push_str(&format!(" and {} more", cols.len() - SHOWN));
+    }
+    s
+}
+
+/// Checks, before anything is created, written or sent, that no table or view of the
+/// user's is in the way: our three tables, if present, are tables with every column
+/// we keep; `product_labels`, if present, is a view; and the user tables this
+/// function reads (`reads`) have the columns it reads. One catalog query per call.
+/// Each problem gets one sentence naming the object, what is wrong and what to do.
+pub fn check_tables(conn: &Connection, reads: Reads) -> Result<(), StoreError> {
+    let user: &[&UserTable] = match reads {
+        Reads::Tracking => &[],
+        Reads::IssueRefs => &[&ISSUES_FOR_REFS],
+        Reads::Issues => &[&ISSUES_FOR_SUBMIT, &LABELS, &COMMENTS, &PRICES],
+    };
+    let order: Vec<&str> = OWNED_TABLES
+        .iter()
+        .copied()
+        .chain([VIEW_NAME])
+        .chain(user.iter().map(|u| u.name))
+        .collect();
+    let names = order
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Names compare case-insensitively, as DuckDB resolves them.
+    let sql = format!(
+        "WITH o AS (\
+           SELECT table_name AS name, false AS is_view FROM duckdb_tables() \
+           WHERE database_name = current_database() AND schema_name = current_schema() \
+             AND lower(table_name) IN ({names}) \
+           UNION ALL \
+           SELECT view_name, true FROM duckdb_views() \
+           WHERE database_name = current_database() AND schema_name = current_schema() \
+             AND lower(view_name) IN ({names})), \
+         c AS (\
+           SELECT table_name, string_agg(lower(column_name), ',') AS cols FROM duckdb_columns() \
+           WHERE database_name = current_database() AND schema_name = current_schema() \
+             AND lower(table_name) IN ({names}) \
+           GROUP BY table_name) \
+         SELECT lower(o.name), o.is_view, c.cols FROM o LEFT JOIN c ON c.table_name = o.name"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut found = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, bool>(1)?,
+                r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    // Always the same order of sentences, whatever the catalog's.
+    found.sort_by_key(|(name, ..)| order.iter().position(|n| n == name));
+    let mut problems = Vec::new();
+    for (name, is_view, cols) in &found {
+        let present: Vec<&str> = cols.split(',').collect();
+        let missing = |wanted: &[&str]| -> Vec<String> {
+            wanted
+                .iter()
+                .filter(|c| !present.contains(c))
+                .map(|c| c.to_string())
+                .collect()
+        };
+        if OWNED_TABLES.contains(&name.as_str()) {
+            if *is_view {
+                problems.push(format!(
+                    "{name} is a view, but ai_batch keeps a table of that name: rename the view \
+                     (ALTER VIEW {name} RENAME TO my_{name}) or drop it"
+                ));
+                continue;
+            }
+            let wanted = ddl_columns(name);
+            let lacking = missing(&wanted);
+            if !lacking.is_empty() {
+                let lacking: Vec<&str> = lacking.iter().map(String::as_str).collect();
+                problems.push(format!(
+                    "the table {name} was not created by this version of ai_batch: it lacks the \
+                     column(s) {} that ai_batch keeps there; rename it (ALTER TABLE {name} \
+                     RENAME TO my_{name}) so that ai_batch can create its own, or use another \
+                     database",
+                    column_list(&lacking)
+                ));
+            }
+        } else if name == VIEW_NAME {
+            if !is_view {
+                problems.push(format!(
+                    "{name} is a table, but ai_batch creates a view of that name (one row per \
+                     analysed issue and label): rename the table (ALTER TABLE {name} RENAME TO \
+                     my_{name}) or drop it"
+                ));
+            }
+        } else if let Some(u) = user.iter().find(|u| u.name == name) {
+            let lacking = missing(u.columns);
+            if !lacking.is_empty() {
+                let lacking: Vec<&str> = lacking.iter().map(String::as_str).collect();
+                problems.push(format!(
+                    "{name} lacks the column(s) {} that ai_batch reads ({name}({}): {}); add \
+                     them, or rename the {} if it is something else",
+                    column_list(&lacking),
+                    u.columns.join(", "),
+                    u.what,
+                    if *is_view { "view" } else { "table" }
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Clash(problems.join("; ")))
+    }
 }
 
 pub fn owned_tables_present(conn: &Connection) -> Result<usize, duckdb::Error> {
@@ -640,4 +837,32 @@ pub fn apply_results(
             invalid_answers,
         })
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_columns_reads_every_column_of_our_tables() {
+        let jobs = ddl_columns("batch_jobs");
+        assert_eq!(jobs.len(), 31, "{jobs:?}");
+        assert_eq!(jobs.first(), Some(&"id"));
+        assert!(jobs.contains(&"collected_at") && jobs.contains(&"error_message"));
+        let items = ddl_columns("batch_items");
+        assert_eq!(items.len(), 14, "{items:?}");
+        assert!(items.contains(&"custom_id") && items.contains(&"updated_at"));
+        let analyses = ddl_columns("ai_analyses");
+        assert_eq!(analyses.len(), 12, "{analyses:?}");
+        assert!(analyses.contains(&"result"));
+        assert!(ddl_columns("issues").is_empty());
+    }
+
+    #[test]
+    fn column_lists_are_capped() {
+        assert_eq!(column_list(&["a", "b"]), "a, b");
+        let many: Vec<&str> = ddl_columns("batch_jobs");
+        assert!(column_list(&many).ends_with(" and 23 more"));
+    }
 }

@@ -18,13 +18,13 @@
 //!    leaves the job `uploaded` with the reason, for `batch_refresh()` to reconcile by
 //!    job id. Nothing is repeated blindly.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ai_batch_core::cost::{self, ModelPrice, PriceTable};
 use ai_batch_core::openai::{OpenAiClient, OpenAiError, DEFAULT_BASE_URL};
 use ai_batch_core::processor::{self, Processor};
 use ai_batch_core::requests::{custom_id, RequestOptions};
+use ai_batch_core::text::{cap, echo, SQL_MESSAGE_CHARS};
 use duckdb::{params, Connection};
 
 use crate::runtime::Runtime;
@@ -137,11 +137,16 @@ impl SubmitRequest {
     ) -> Result<(), SubmitError> {
         let provider = provider.map(|p| p.trim().to_ascii_lowercase());
         if let Some(m) = model {
-            let (prefix, name) = split_model_prefix(&m);
+            // Surrounding spaces are dropped ('  gpt-4o-mini ' is gpt-4o-mini): no model
+            // name starts or ends with one.
+            let m = m.trim();
+            let (prefix, name) = split_model_prefix(m);
             if let (Some(pre), Some(given)) = (&prefix, &provider) {
                 if pre != given {
                     return Err(SubmitError::Invalid(format!(
-                        "model '{m}' names provider {pre} but provider := '{given}' (give one of them)"
+                        "model '{}' names provider {pre} but provider := '{}' (give one of them)",
+                        echo(m),
+                        echo(given)
                     )));
                 }
             }
@@ -169,7 +174,7 @@ impl SubmitRequest {
         if self.provider != DEFAULT_PROVIDER {
             return Err(SubmitError::Invalid(format!(
                 "unknown provider '{}' (supported: openai)",
-                self.provider
+                echo(&self.provider)
             )));
         }
         self.request_options()?;
@@ -399,6 +404,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     if !store::table_exists(conn, "issues")? {
         return Err(SubmitError::NoIssues);
     }
+    store::check_tables(conn, store::Reads::Issues)?;
     let mut prof = crate::profile::Profiler::new("submit");
     // The selection is checked and resolved before the tracking tables are even
     // created: a bad selection leaves the database as it was.
@@ -517,7 +523,9 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     // always committed before any network call for it. When no second connection is
     // idle (other ai_batch calls hold them), the jobs are sent after the build instead,
     // on this connection.
-    let spool = spool_dir()?;
+    let spool = crate::spool::dir()?;
+    // Request files of killed submits (nobody holds their lock) go first.
+    crate::spool::clean_stale(&spool);
     let sender_conn = rt.try_lease();
     let described = summary.describe();
     let mut claims = Vec::new();
@@ -740,7 +748,7 @@ fn check_selection_sql(conn: &Connection, sql: &str) -> Result<(), SubmitError> 
             .unwrap_or("")
             .to_string();
         return Err(SubmitError::BadSelection(if kind == "parser" {
-            format!("invalid SQL: {msg}")
+            format!("invalid SQL: {}", cap(&msg, SQL_MESSAGE_CHARS))
         } else {
             "it is not a read-only query (INSERT, UPDATE, DELETE, CREATE, ATTACH, COPY, PRAGMA, SET, ... are refused)".to_string()
         }));
@@ -781,18 +789,42 @@ fn function_names(v: &serde_json::Value) -> Vec<&str> {
     names
 }
 
-/// True for the integer types an `id` column may have.
-fn is_integer_type(t: duckdb::core::LogicalTypeId) -> bool {
+/// True for the integer types an `id` column (or a list of ids) may have. Values of
+/// the wide ones (UBIGINT, HUGEINT, UHUGEINT) must still fit in a BIGINT, see
+/// [`id_out_of_range`].
+pub fn is_integer_type(t: duckdb::core::LogicalTypeId) -> bool {
     use duckdb::core::LogicalTypeId::*;
     matches!(
         t,
-        Tinyint | Smallint | Integer | Bigint | UTinyint | USmallint | UInteger | UBigint | Hugeint
+        Tinyint
+            | Smallint
+            | Integer
+            | Bigint
+            | UTinyint
+            | USmallint
+            | UInteger
+            | UBigint
+            | Hugeint
+            | UHugeint
     )
+}
+
+/// An issue id that does not fit in a BIGINT (a HUGEINT or UBIGINT beyond its range),
+/// named in the message: it is refused, never wrapped into another id.
+pub fn id_out_of_range(value: &str) -> SubmitError {
+    SubmitError::Invalid(format!(
+        "issue id {} is out of range: issue ids are BIGINT, from {} to {} (check the selection)",
+        echo(value),
+        i64::MIN,
+        i64::MAX
+    ))
 }
 
 /// Maps an error of running the selection to a message for the user.
 fn selection_run_error(what: &str, e: duckdb::Error) -> SubmitError {
-    let msg = e.to_string();
+    // DuckDB quotes the SQL (identifiers, the line): a pasted 100,000 characters must
+    // not come back whole.
+    let msg = cap(&e.to_string(), SQL_MESSAGE_CHARS);
     if msg.contains("read-only mode") {
         SubmitError::BadSelection(format!(
             "it is not a read-only query, it tries to write ({msg})"
@@ -845,11 +877,20 @@ fn run_selection_sql(conn: &Connection, sql: &str) -> Result<Vec<Option<i64>>, S
         let id: Option<i64> = if null_typed {
             None
         } else {
-            row.get(idx).map_err(|e| {
-                SubmitError::BadSelection(format!(
-                    "its id column must hold integer issue ids that fit in a BIGINT ({e})"
-                ))
-            })?
+            match row.get::<_, Option<i64>>(idx) {
+                Ok(id) => id,
+                Err(e) => {
+                    use duckdb::types::ValueRef;
+                    return Err(match row.get_ref(idx) {
+                        Ok(ValueRef::HugeInt(v)) => id_out_of_range(&v.to_string()),
+                        Ok(ValueRef::UHugeInt(v)) => id_out_of_range(&v.to_string()),
+                        Ok(ValueRef::UBigInt(v)) => id_out_of_range(&v.to_string()),
+                        _ => SubmitError::BadSelection(format!(
+                            "its id column must hold integer issue ids that fit in a BIGINT ({e})"
+                        )),
+                    });
+                }
+            }
         };
         ids.push(id);
     }
@@ -1015,8 +1056,9 @@ fn price_and_note(prices: &PriceTable, model: &str) -> (Option<ModelPrice>, Opti
     let (encoding, exact) = cost::Encoding::for_model_or_approx(model);
     if !exact {
         notes.push(format!(
-            "tokens counted with {} as an approximation: no tokenizer is known for model '{model}'",
-            encoding.name()
+            "tokens counted with {} as an approximation: no tokenizer is known for model '{}'",
+            encoding.name(),
+            echo(model)
         ));
     }
     let price = match prices.lookup(model) {
@@ -1082,15 +1124,6 @@ pub(crate) fn civil_from_unix(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
-}
-
-fn spool_dir() -> Result<PathBuf, SubmitError> {
-    let dir = std::env::var_os("AI_BATCH_SPOOL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("ai_batch"));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| SubmitError::Spool(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
 }
 
 /// Commits one job and its pending items in one transaction. Returns the job's primary

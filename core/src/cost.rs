@@ -53,7 +53,7 @@ pub const PRICES_AS_OF: &str = "2026-11";
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CostError {
     /// A user price row is unusable.
-    #[error("invalid price for model '{model}': {reason} (prices are USD per 1M tokens, from 0 to 1,000,000)")]
+    #[error("invalid price for model '{}': {reason} (prices are USD per 1M tokens, from 0 to 1,000,000)", crate::text::echo(model))]
     InvalidPrice {
         /// The row's model.
         model: String,
@@ -505,7 +505,7 @@ pub struct PriceMatch<'a> {
 
 /// No price for a model: not an error, the estimate is then NULL with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no price known for model '{model}': {reason}")]
+#[error("no price known for model '{}': {reason}", crate::text::echo(model))]
 pub struct NoPrice {
     /// The model asked for.
     pub model: String,

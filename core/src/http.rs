@@ -93,8 +93,12 @@ fn host_of(authority: &str) -> Result<&str, &'static str> {
         return Err("it has no host");
     }
     if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
             return Err("its port is not a number");
+        }
+        // TCP ports are 1 to 65535; `:99999` or `:0` can never be connected to.
+        if !port.parse::<u16>().is_ok_and(|p| p >= 1) {
+            return Err("its port must be a number from 1 to 65535");
         }
     }
     Ok(host)
@@ -394,6 +398,12 @@ mod tests {
             "https://api.openai.com/v1?key=x",
             "https://api.openai.com/v1#x",
             "https://api.openai.com:port/v1",
+            "http://127.0.0.1:99999/v1",
+            "http://127.0.0.1:65536/v1",
+            "http://127.0.0.1:0/v1",
+            "http://127.0.0.1:/v1",
+            "http://[::1]:99999/v1",
+            "https://api.openai.com:4x3/v1",
             "https:///v1",
             "https://api.openai.com/v 1",
         ] {
@@ -401,6 +411,10 @@ mod tests {
         }
         let e = validate_base_url("http://example.com").unwrap_err();
         assert!(e.contains("https"), "{e}");
+        let e = validate_base_url("http://127.0.0.1:99999/v1").unwrap_err();
+        assert!(e.contains("1 to 65535"), "{e}");
+        assert!(validate_base_url("http://127.0.0.1:65535/v1").is_ok());
+        assert!(validate_base_url("http://127.0.0.1:00080/v1").is_ok());
     }
 
     #[test]

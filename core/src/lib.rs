@@ -10,3 +10,4 @@ pub mod pretok;
 pub mod processor;
 pub mod requests;
 pub mod results;
+pub mod text;

@@ -34,6 +34,8 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use ureq::http::{header, HeaderMap, HeaderValue, Method, Request, Response};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{ConnectionDetails, Connector, DefaultConnector, NextTimeout};
 use ureq::{Agent, AsSendBody, Body, SendBody};
 
 use crate::http::{backoff_delay, clean_text, parse_retry_after, validate_base_url, Multipart};
@@ -213,7 +215,13 @@ impl OpenAiClient {
         if base.loopback {
             config = config.proxy(None);
         }
-        let agent: Agent = config.build().into();
+        // Resolver and connector are ureq's own, wrapped so that their failures are
+        // known to have happened before any byte of the request was written.
+        let agent = Agent::with_parts(
+            config.build(),
+            BeforeSendingConnector(DefaultConnector::default()),
+            BeforeSendingResolver(DefaultResolver::default()),
+        );
         Ok(OpenAiClient {
             agent,
             base_url: base.url,
@@ -996,10 +1004,15 @@ impl OpenAiClient {
 
     fn transport_error(&self, call: &Call<'_>, e: &ureq::Error) -> OpenAiError {
         let (kind, sent) = classify(e);
+        // A marked failure shows ureq's own text, not "other: ...".
+        let detail = match e {
+            ureq::Error::Other(inner) => inner.to_string(),
+            _ => e.to_string(),
+        };
         OpenAiError::Transport(Box::new(TransportError {
             op: call.op,
             kind,
-            detail: self.scrub(&e.to_string(), MAX_SHORT_CHARS),
+            detail: self.scrub(&detail, MAX_SHORT_CHARS),
             sent,
             idempotent: call.idempotent,
             attempts: 1,
@@ -1020,6 +1033,77 @@ impl<'a> Call<'a> {
     }
 }
 
+/// A failure while resolving the host or opening the connection (TCP, proxy
+/// CONNECT, TLS handshake): ureq calls the resolver and the connector before it
+/// writes a byte of the request, so such a request never reached the provider.
+#[derive(Debug)]
+struct BeforeSending {
+    /// The host name could not be resolved (else: the connection failed).
+    resolving: bool,
+    error: ureq::Error,
+}
+
+impl fmt::Display for BeforeSending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for BeforeSending {}
+
+impl BeforeSending {
+    fn wrap(resolving: bool, error: ureq::Error) -> ureq::Error {
+        ureq::Error::Other(Box::new(BeforeSending { resolving, error }))
+    }
+
+    fn kind(&self) -> TransportKind {
+        if self.resolving {
+            return TransportKind::Resolve;
+        }
+        match classify(&self.error).0 {
+            TransportKind::Tls => TransportKind::Tls,
+            TransportKind::Request => TransportKind::Request,
+            _ => TransportKind::Connect,
+        }
+    }
+}
+
+/// ureq's resolver, its failures marked [`BeforeSending`].
+#[derive(Debug)]
+struct BeforeSendingResolver(DefaultResolver);
+
+impl Resolver for BeforeSendingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        self.0
+            .resolve(uri, config, timeout)
+            .map_err(|e| BeforeSending::wrap(true, e))
+    }
+}
+
+/// ureq's connector chain (TCP, proxy, TLS handshake), its failures marked
+/// [`BeforeSending`].
+#[derive(Debug)]
+struct BeforeSendingConnector(DefaultConnector);
+
+impl Connector<()> for BeforeSendingConnector {
+    type Out = <DefaultConnector as Connector<()>>::Out;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        self.0
+            .connect(details, chained)
+            .map_err(|e| BeforeSending::wrap(false, e))
+    }
+}
+
 /// What kind of transport failure `e` is, and whether the request may have
 /// been sent (conservative: only failures before the connection exists count
 /// as "not sent").
@@ -1027,6 +1111,10 @@ fn classify(e: &ureq::Error) -> (TransportKind, bool) {
     use ureq::Error as E;
     use ureq::Timeout as T;
     match e {
+        E::Other(inner) => match inner.downcast_ref::<BeforeSending>() {
+            Some(before) => (before.kind(), false),
+            None => (TransportKind::Io, true),
+        },
         E::HostNotFound => (TransportKind::Resolve, false),
         E::ConnectionFailed => (TransportKind::Connect, false),
         E::Timeout(T::Resolve) => (TransportKind::Resolve, false),
@@ -1698,7 +1786,9 @@ impl fmt::Display for TransportError {
             self.kind.describe(),
             self.detail
         )?;
-        if self.sent && !self.idempotent {
+        if !self.sent {
+            f.write_str("; the request did not reach OpenAI, nothing was sent")?;
+        } else if !self.idempotent {
             write!(
                 f,
                 "; the request may have reached OpenAI, check before repeating it"
@@ -2493,6 +2583,66 @@ mod tests {
         assert!(!e.may_have_reached_provider());
         assert!(e.retryable());
         assert!(e.to_string().contains("could not connect"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the request did not reach OpenAI, nothing was sent"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("may have reached"), "{e}");
+    }
+
+    #[test]
+    fn resolver_and_connector_failures_are_known_unsent() {
+        // What ureq's resolver returns when the name does not resolve.
+        let dns =
+            io::Error::other("failed to lookup address information: Name or service not known");
+        let e = BeforeSending::wrap(true, ureq::Error::Io(dns));
+        assert_eq!(classify(&e), (TransportKind::Resolve, false));
+        // Unmarked, the same error could have come from the middle of an exchange.
+        let dns = io::Error::other("failed to lookup address information");
+        assert_eq!(classify(&ureq::Error::Io(dns)), (TransportKind::Io, true));
+        let tls = BeforeSending::wrap(false, ureq::Error::Tls("handshake"));
+        assert_eq!(classify(&tls), (TransportKind::Tls, false));
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let e = BeforeSending::wrap(false, ureq::Error::Io(refused));
+        assert_eq!(classify(&e), (TransportKind::Connect, false));
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_sent_nothing() {
+        // A loopback server that answers a TLS ClientHello with plain HTTP.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for _ in 0..5 {
+                let Ok((mut s, _)) = listener.accept() else {
+                    return;
+                };
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let client = OpenAiClient::new(
+            &format!("https://localhost:{port}/v1"),
+            KEY.to_string(),
+            fast_opts(),
+        )
+        .unwrap();
+        let e = client
+            .create_batch(
+                "file-abc123",
+                CHAT_COMPLETIONS_ENDPOINT,
+                "24h",
+                &BTreeMap::new(),
+            )
+            .unwrap_err();
+        assert!(matches!(&e, OpenAiError::Transport(t) if !t.sent), "{e:?}");
+        assert!(!e.may_have_reached_provider(), "{e}");
+        assert!(e.to_string().contains("nothing was sent"), "{e}");
+        drop(client);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+        let _ = server;
     }
 
     #[test]

@@ -113,7 +113,10 @@ impl UserMessage {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProcessorError {
     /// No processor has this name.
-    #[error("unknown processor '{name}' (known processors: {known})")]
+    #[error(
+        "unknown processor '{}' (known processors: {known})",
+        crate::text::echo(name)
+    )]
     Unknown {
         /// The name that was asked for.
         name: String,

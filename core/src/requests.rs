@@ -30,13 +30,13 @@ pub const CHAT_COMPLETIONS_URL: &str = "/v1/chat/completions";
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RequestError {
     /// The job id cannot be part of a `custom_id`.
-    #[error("invalid job id '{0}' (expected 1 to 42 characters among A-Z, a-z, 0-9 and _)")]
+    #[error("invalid job id '{}' (expected 1 to 42 characters among A-Z, a-z, 0-9 and _)", crate::text::echo(.0))]
     InvalidJobId(String),
     /// A `custom_id` does not match `^[A-Za-z0-9_-]{1,64}$`.
-    #[error("invalid custom_id '{0}' (expected 1 to 64 characters among A-Z, a-z, 0-9, _ and -)")]
+    #[error("invalid custom_id '{}' (expected 1 to 64 characters among A-Z, a-z, 0-9, _ and -)", crate::text::echo(.0))]
     InvalidCustomId(String),
     /// The model name is empty or unreasonable.
-    #[error("invalid model name '{0}' (expected a non-empty name of at most 256 characters)")]
+    #[error("invalid model name '{}' (expected a non-empty name of at most 256 characters)", crate::text::echo(.0))]
     InvalidModel(String),
     /// The temperature is not a finite number in 0..=2.
     #[error("invalid temperature {0} (expected a number from 0 to 2)")]

@@ -54,6 +54,7 @@ impl SqlTable for Details {
 
     fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {
         let conn = rt.lease().map_err(|e| fail(Self::NAME, e))?;
+        store::check_tables(&conn, store::Reads::IssueRefs).map_err(|e| fail(Self::NAME, e))?;
         store::ensure_schema(&conn).map_err(|e| fail(Self::NAME, e))?;
         let job = store::job(&conn, job_id).map_err(|e| fail(Self::NAME, e))?;
         let items = store::items(&conn, job_id).map_err(|e| fail(Self::NAME, e))?;

@@ -100,6 +100,7 @@ impl SqlTable for History {
 
     fn run(rt: &Arc<Runtime>, p: &HistoryFilter) -> Result<Vec<Vec<Cell>>, SqlError> {
         let conn = rt.lease().map_err(|e| fail(Self::NAME, e))?;
+        store::check_tables(&conn, store::Reads::Tracking).map_err(|e| fail(Self::NAME, e))?;
         store::ensure_schema(&conn).map_err(|e| fail(Self::NAME, e))?;
         let jobs = store::history(&conn, p).map_err(|e| fail(Self::NAME, e))?;
         Ok(jobs.iter().map(job_cells).collect())

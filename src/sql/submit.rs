@@ -98,12 +98,21 @@ pub fn named() -> Vec<(&'static str, LogicalTypeHandle)> {
     NAMED.iter().map(|(n, t)| (*n, ty(*t))).collect()
 }
 
-fn is_integer(t: LogicalTypeId) -> bool {
+/// One integer id of the selection argument. UBIGINT, HUGEINT and UHUGEINT values are
+/// read through their text (duckdb-rs has no getter for them, and `to_int64` turns
+/// an out-of-range value into -9223372036854775808): one that does not fit in a
+/// BIGINT is refused, named.
+fn id_value(v: &Value) -> Result<i64, SqlError> {
     use LogicalTypeId::*;
-    matches!(
-        t,
-        Tinyint | Smallint | Integer | Bigint | UTinyint | USmallint | UInteger | UBigint | Hugeint
-    )
+    match v.logical_type_id() {
+        UBigint | Hugeint | UHugeint => {
+            let text = v.to_string();
+            text.trim()
+                .parse::<i64>()
+                .map_err(|_| fail(NAME, submit::id_out_of_range(&text)))
+        }
+        _ => Ok(v.to_int64()),
+    }
 }
 
 /// Turns the selection argument into a [`Selection`].
@@ -127,17 +136,17 @@ pub fn selection_from_value(v: &Value) -> Result<Selection, SqlError> {
                 if item.is_null() {
                     continue;
                 }
-                if !is_integer(item.logical_type_id()) {
+                if !submit::is_integer_type(item.logical_type_id()) {
                     return Err(fail(
                         NAME,
                         "the selection list must hold integer issue ids (e.g. [1, 2, 3] or getvariable('ids'))",
                     ));
                 }
-                ids.push(item.to_int64());
+                ids.push(id_value(item)?);
             }
             Ok(Selection::Ids(ids))
         }
-        t if is_integer(t) => Ok(Selection::Ids(vec![v.to_int64()])),
+        t if submit::is_integer_type(t) => Ok(Selection::Ids(vec![id_value(v)?])),
         _ => Err(fail(
             NAME,
             "selection must be a SQL text ($$SELECT id FROM issues ...$$), a list of issue ids, or '*' for every issue the filters allow",

@@ -21,6 +21,8 @@ use duckdb::ffi;
 use duckdb::types::DuckString;
 use duckdb::vtab::arrow::WritableVector;
 
+use ai_batch_core::text::echo;
+
 use super::submit::{columns, rows, NAME};
 use super::{fail, write_cell, BoxError, ColType, SqlError};
 use crate::runtime::Runtime;
@@ -58,7 +60,8 @@ fn wrong_type(name: &str, expected: &str, v: &Opt) -> SqlError {
     fail(
         NAME,
         format!(
-            "option '{name}' must be {expected}, not {} (options take the types of the table function's named parameters)",
+            "option '{}' must be {expected}, not {} (options take the types of the table function's named parameters)",
+            echo(name),
             v.describe()
         ),
     )
@@ -124,7 +127,11 @@ fn apply_options(req: &mut SubmitRequest, opts: &[(String, Opt)]) -> Result<(), 
                 let known: Vec<&str> = super::submit::NAMED.iter().map(|(k, _)| *k).collect();
                 return Err(fail(
                     NAME,
-                    format!("unknown option '{other}' (known: {})", known.join(", ")),
+                    format!(
+                        "unknown option '{}' (known: {})",
+                        echo(other),
+                        known.join(", ")
+                    ),
                 ));
             }
         }
@@ -145,35 +152,55 @@ fn read_varchar(v: &FlatVector<'_>, row: usize) -> Option<String> {
     })
 }
 
-fn read_int(v: &FlatVector<'_>, t: LogicalTypeId, row: usize) -> Option<i64> {
+/// An integer of row `row`; `Err` holds the value's text when it does not fit in a
+/// BIGINT (a UBIGINT, HUGEINT or UHUGEINT beyond its range): never wrapped.
+fn read_int(v: &FlatVector<'_>, t: LogicalTypeId, row: usize) -> Result<Option<i64>, String> {
+    fn fit<T: Copy + ToString>(x: Option<&T>) -> Result<Option<i64>, String>
+    where
+        i64: TryFrom<T>,
+    {
+        x.map(|x| i64::try_from(*x).map_err(|_| x.to_string()))
+            .transpose()
+    }
     if v.row_is_null(row as u64) {
-        return None;
+        return Ok(None);
     }
     // SAFETY: each arm reads the vector with the physical type of its logical type.
     unsafe {
         match t {
-            LogicalTypeId::Tinyint => v.as_slice::<i8>().get(row).map(|x| *x as i64),
-            LogicalTypeId::Smallint => v.as_slice::<i16>().get(row).map(|x| *x as i64),
-            LogicalTypeId::Integer => v.as_slice::<i32>().get(row).map(|x| *x as i64),
-            LogicalTypeId::Bigint => v.as_slice::<i64>().get(row).copied(),
-            LogicalTypeId::UTinyint => v.as_slice::<u8>().get(row).map(|x| *x as i64),
-            LogicalTypeId::USmallint => v.as_slice::<u16>().get(row).map(|x| *x as i64),
-            LogicalTypeId::UInteger => v.as_slice::<u32>().get(row).map(|x| *x as i64),
-            LogicalTypeId::UBigint => v.as_slice::<u64>().get(row).map(|x| *x as i64),
-            _ => None,
+            LogicalTypeId::Tinyint => fit(v.as_slice::<i8>().get(row)),
+            LogicalTypeId::Smallint => fit(v.as_slice::<i16>().get(row)),
+            LogicalTypeId::Integer => fit(v.as_slice::<i32>().get(row)),
+            LogicalTypeId::Bigint => fit(v.as_slice::<i64>().get(row)),
+            LogicalTypeId::UTinyint => fit(v.as_slice::<u8>().get(row)),
+            LogicalTypeId::USmallint => fit(v.as_slice::<u16>().get(row)),
+            LogicalTypeId::UInteger => fit(v.as_slice::<u32>().get(row)),
+            LogicalTypeId::UBigint => fit(v.as_slice::<u64>().get(row)),
+            LogicalTypeId::Hugeint => fit(v
+                .as_slice::<duckdb::ffi::duckdb_hugeint>()
+                .get(row)
+                .map(|h| (i128::from(h.upper) << 64) | i128::from(h.lower))
+                .as_ref()),
+            LogicalTypeId::UHugeint => fit(v
+                .as_slice::<duckdb::ffi::duckdb_uhugeint>()
+                .get(row)
+                .map(|h| (u128::from(h.upper) << 64) | u128::from(h.lower))
+                .as_ref()),
+            _ => Ok(None),
         }
     }
 }
 
 fn is_int(t: LogicalTypeId) -> bool {
-    use LogicalTypeId::*;
-    matches!(
-        t,
-        Tinyint | Smallint | Integer | Bigint | UTinyint | USmallint | UInteger | UBigint
-    )
+    crate::submit::is_integer_type(t)
 }
 
-fn read_opt(v: &FlatVector<'_>, t: &LogicalTypeHandle, row: usize) -> Result<Opt, SqlError> {
+fn read_opt(
+    name: &str,
+    v: &FlatVector<'_>,
+    t: &LogicalTypeHandle,
+    row: usize,
+) -> Result<Opt, SqlError> {
     if v.row_is_null(row as u64) {
         return Ok(Opt::Null);
     }
@@ -208,7 +235,20 @@ fn read_opt(v: &FlatVector<'_>, t: &LogicalTypeHandle, row: usize) -> Result<Opt
                 raw.map(|r| Opt::Float(r as f64 / 10f64.powi(scale)))
                     .unwrap_or(Opt::Null)
             }
-            t if is_int(t) => read_int(v, t, row).map(Opt::Int).unwrap_or(Opt::Null),
+            t if is_int(t) => read_int(v, t, row)
+                .map_err(|text| {
+                    fail(
+                        NAME,
+                        format!(
+                            "option '{}' is {}, out of range (at most {})",
+                            echo(name),
+                            echo(&text),
+                            i64::MAX
+                        ),
+                    )
+                })?
+                .map(Opt::Int)
+                .unwrap_or(Opt::Null),
             // Checked against the option's type by `apply_options`, which names it.
             other => Opt::Other(format!("a {}", format!("{other:?}").to_uppercase())),
         })
@@ -298,7 +338,7 @@ fn read_options(
                 let name = t.child_name(i).to_ascii_lowercase();
                 let ct = t.child(i);
                 let child = col.fields.child(i, len);
-                out.push((name, read_opt(&child, &ct, row)?));
+                out.push((name.clone(), read_opt(&name, &child, &ct, row)?));
             }
             Ok(out)
         }
@@ -312,6 +352,10 @@ fn read_options(
             "options must be a STRUCT like {'model': 'gpt-4o', 'dry_run': true} or a JSON text",
         )),
     }
+}
+
+fn out_of_range(text: String) -> SqlError {
+    fail(NAME, submit::id_out_of_range(&text))
 }
 
 /// Reads row `row`'s selection from the second column.
@@ -343,13 +387,18 @@ fn read_selection(col: &Column<'_>, row: usize) -> Result<Selection, SqlError> {
             let child = list.child(list.len());
             let mut ids = Vec::with_capacity(len);
             for i in offset..offset + len {
-                if let Some(id) = read_int(&child, child_t, i) {
+                if let Some(id) = read_int(&child, child_t, i).map_err(out_of_range)? {
                     ids.push(id);
                 }
             }
             Ok(Selection::Ids(ids))
         }
-        t if is_int(t) => Ok(Selection::Ids(read_int(flat, t, row).into_iter().collect())),
+        t if is_int(t) => Ok(Selection::Ids(
+            read_int(flat, t, row)
+                .map_err(out_of_range)?
+                .into_iter()
+                .collect(),
+        )),
         _ => Err(fail(
             NAME,
             "the second argument must be a list of issue ids, a SQL text, or '*' for every issue the filter options allow",
