@@ -631,7 +631,7 @@ fn collect(
     } else {
         let attempts = store::collect_attempts(conn, job.pk)? + 1;
         let waited =
-            finished_at(batch).map_or(true, |t| now_epoch() - t >= COLLECT_GIVE_UP_AFTER_SECS);
+            finished_at(batch).is_none_or(|t| now_epoch() - t >= COLLECT_GIVE_UP_AFTER_SECS);
         let why = format!(
             "{}{}",
             dl.bad.join("; "),
