@@ -71,6 +71,9 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "unknown_custom_ids": 0,  # extra output lines with custom_ids that were never sent
     "output_order": "shuffled",  # shuffled | input | reversed
     "report_status": None,  # a status to report instead of the real one (the batch waits meanwhile)
+    "missing_files": [],  # "output" / "error": deleted when the batch ends, as an expired file (404)
+    "cut_output_file": None,  # a fraction in (0, 1): the output file is stored cut there, mid-line
+    "echo_authorization": False,  # the create's Authorization header echoed in errors and error lines
 }
 BEHAVIOUR_KEYS = frozenset(DEFAULT_BEHAVIOUR)
 
@@ -103,7 +106,7 @@ FAULT_KEYS = frozenset(
     {
         "kind", "method", "path", "count", "skip", "status", "message", "type", "code", "param", "body",
         "headers", "retry_after", "retry_after_ms", "retry_after_date", "delay", "after_action",
-        "truncate_bytes", "truncate_fraction",
+        "truncate_bytes", "truncate_fraction", "content_type",
     }
 )
 CONFIG_SCALARS = {
@@ -394,6 +397,7 @@ class Batch:
         self.prerender_done = threading.Event()
         self.prerendered: tuple[Any, Any] | None = None  # (key, render_results(...))
         self.final_n: int | None = None  # set when finished (the records are then freed)
+        self.echo = ""  # echo_authorization: appended to every error message
         self.obj: dict[str, Any] = {
             "id": bid,
             "object": "batch",
@@ -551,6 +555,12 @@ class FakeProvider:
         rs = b.get("report_status")
         if rs is not None and (not isinstance(rs, str) or not rs):
             raise ApiError(400, f"{where}: report_status must be a non-empty string or null")
+        mf = b.get("missing_files", [])
+        if not isinstance(mf, list) or set(mf) - {"output", "error"}:
+            raise ApiError(400, f"{where}: missing_files must be a list of 'output' and 'error'")
+        cut = b.get("cut_output_file")
+        if cut is not None and (isinstance(cut, bool) or not isinstance(cut, (int, float)) or not 0 < cut < 1):
+            raise ApiError(400, f"{where}: cut_output_file must be null or a fraction between 0 and 1")
         return copy.deepcopy(b)
 
     def _check_fault(self, f: Any) -> dict[str, Any]:
@@ -783,7 +793,8 @@ class FakeProvider:
 
     # ------------------------------------------------------------------ batches API
 
-    def batch_create(self, req: Any) -> Resp:
+    def batch_create(self, req: Any, auth: str | None = None) -> Resp:
+        """``auth``: the request's Authorization header (kept only for ``echo_authorization``)."""
         if not isinstance(req, dict):
             raise ApiError(400, "The request body must be a JSON object.")
         for k in ("input_file_id", "endpoint", "completion_window"):
@@ -836,6 +847,8 @@ class FakeProvider:
             self.seq += 1
             bid = "batch_" + uuid.uuid4().hex
             b = Batch(bid, self.seq, {**req, "metadata": md}, behaviour, job_id)
+            if behaviour.get("echo_authorization"):
+                b.echo = f" (request header Authorization: {auth})"
             self.batches[bid] = b
             self.counts["batch_creates"] += 1
             if job_id is not None:
@@ -1061,7 +1074,11 @@ class FakeProvider:
     def _fail(self, b: Batch, errors: list[dict[str, Any]]) -> bool:
         b.obj["status"] = "failed"
         b.obj["failed_at"] = _now()
-        b.obj["errors"] = {"object": "list", "data": copy.deepcopy(errors)}
+        data = copy.deepcopy(errors)
+        for e in data:
+            if b.echo:
+                e["message"] = f"{e.get('message') or ''}{b.echo}"
+        b.obj["errors"] = {"object": "list", "data": data}
         b.obj["request_counts"] = {"total": 0, "completed": 0, "failed": 0}
         return True
 
@@ -1138,10 +1155,20 @@ class FakeProvider:
         else:
             out, err, usage_in, usage_out = render_results(b, processed, tail_code, self._fail_pred(b), self._invalid_pred(b))
         b.prerendered = None
+        cut = b.behaviour.get("cut_output_file")
+        if out and cut:
+            out = out[: int(len(out) * float(cut))]
+            if out.endswith(b"\n"):  # cut mid-line, always
+                out = out[:-2]
         if out:
             b.obj["output_file_id"] = self.files.put(out, f"{b.id}_output.jsonl", "batch_output")["id"]
         if err:
             b.obj["error_file_id"] = self.files.put(err, f"{b.id}_error.jsonl", "batch_output")["id"]
+        for kind in b.behaviour.get("missing_files") or []:
+            # expired at once: the batch still names the file, the file is gone (404)
+            fid = b.obj.get(f"{kind}_file_id")
+            if fid:
+                self.files.delete(fid)
         n = b.n()
         fail = self._fail_pred(b)
         recs = b.prep.records if b.prep else []
@@ -1266,9 +1293,10 @@ def render_results(b: Batch, processed: int, tail_code: str | None, fail, invali
             n_fail += 1
             rid = f"batch_req_{hexid}{i:012x}"
             if kind == "request_timeout":
-                err.append(dumps({"id": rid, "custom_id": cid, "response": None, "error": {"code": kind, "message": _TAIL_MESSAGES[kind]}}))
+                err.append(dumps({"id": rid, "custom_id": cid, "response": None, "error": {"code": kind, "message": _TAIL_MESSAGES[kind] + b.echo}}))
             else:
                 status, e = _FAIL_BODIES[kind]
+                e = {**e, "message": e["message"] + b.echo}
                 err.append(
                     dumps(
                         {
@@ -1297,7 +1325,7 @@ def render_results(b: Batch, processed: int, tail_code: str | None, fail, invali
                     "id": f"batch_req_{hexid}{i:012x}",
                     "custom_id": cid,
                     "response": None,
-                    "error": {"code": tail_code, "message": _TAIL_MESSAGES.get(tail_code or "", "Not executed.")},
+                    "error": {"code": tail_code, "message": _TAIL_MESSAGES.get(tail_code or "", "Not executed.") + b.echo},
                 }
             )
         )

@@ -292,6 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
         if "body" in f:
             raw = f["body"]
             resp = Resp(status, raw.encode() if isinstance(raw, str) else json.dumps(raw).encode())
+            resp.content_type = str(f.get("content_type") or resp.content_type)
         elif kind == "bad_gateway" and "message" not in f:
             resp = Resp(status, _BAD_GATEWAY_HTML, "text/html")
         else:
@@ -343,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif res == "batches":
                 if not rest:
                     if method == "POST":
-                        return prov.batch_create(_json_body(body))
+                        return prov.batch_create(_json_body(body), self.headers.get("Authorization"))
                     if method == "GET":
                         return prov.batch_list(query)
                 elif len(rest) == 1 and method == "GET":

@@ -16,6 +16,8 @@
 //!   and applied in one transaction: analyses written, every item moved to exactly
 //!   one final state, counts and actual cost recorded, `collected_at` set. Applying is
 //!   idempotent (only `pending` items change, only an uncollected job is applied).
+//!   Files that are not what the provider counted are not applied (see [`collect`]);
+//!   a file the provider no longer has (404) never blocks the job.
 //!
 //! A job is worked on by one call at a time: refresh, cancel and submit claim its
 //! job id in the runtime (`Runtime::claim_job`) and re-read it under the claim. A
@@ -50,6 +52,18 @@ pub const ACTIVE_STATUSES: [&str; 6] = [
     "finalizing",
     "cancelling",
 ];
+
+/// A batch whose result files are unusable (cut short, fewer answers than the
+/// provider counted) is collected from what can be read only after this many
+/// refreshes found them so ...
+pub const COLLECT_GIVE_UP_ATTEMPTS: i64 = 3;
+/// ... and no sooner than this long after the batch finished at the provider.
+pub const COLLECT_GIVE_UP_AFTER_SECS: i64 = 3600;
+/// Item code: the item's result was in a file the provider no longer has (404, 410).
+pub const CODE_RESULT_UNAVAILABLE: &str = "result_unavailable";
+/// Item code: the item's result could not be read from the files when the rule above
+/// gave up on them.
+pub const CODE_RESULT_UNREADABLE: &str = "result_unreadable";
 
 /// Why a refresh (or cancel) failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -438,7 +452,10 @@ fn finish_poll(
         return summary_row(conn, job, old, 0, msg);
     }
     let client = clients.get(&job_base_url(job))?;
-    let applied = collect(rt, conn, client, prices, job, &batch, prof)?;
+    let applied = match collect(rt, conn, client, prices, job, &batch, prof)? {
+        Collected::Applied(a) => a,
+        Collected::Kept(msg) => return summary_row(conn, job, old, 0, msg),
+    };
     let mut msg = format!("collected: {} items applied", applied.applied);
     if applied.unknown > 0 {
         msg.push_str(&format!(
@@ -460,6 +477,10 @@ fn finish_poll(
     }
     if let Some(e) = batch_errors_text(&batch) {
         msg.push_str(&format!("; provider errors: {e}"));
+    }
+    for note in &applied.notes {
+        msg.push_str("; ");
+        msg.push_str(note);
     }
     summary_row(conn, job, old, applied.applied, msg)
 }
@@ -496,9 +517,106 @@ struct Applied {
     unknown: i64,
     duplicates: i64,
     invalid_answers: i64,
+    /// What the user must know about the files (gone, unreadable lines, given up).
+    notes: Vec<String>,
+}
+
+/// What a collect did: applied as final, or kept for the next refresh.
+enum Collected {
+    Applied(Applied),
+    /// The files are not final; the job is kept as it was. The row's message.
+    Kept(String),
+}
+
+/// The downloaded result files of a batch, and what kept the others from being read.
+#[derive(Default)]
+struct Downloads {
+    /// (`output` / `error`, file id, bytes), in that order.
+    files: Vec<(&'static str, String, Vec<u8>)>,
+    /// Files the provider no longer has: (kind, file id).
+    gone: Vec<(&'static str, String)>,
+    /// Why the downloaded files cannot be taken as final (a download cut short).
+    bad: Vec<String>,
+}
+
+/// Downloads the output and error files. A file that answers 404 or 410 is gone
+/// (OpenAI deletes result files some time after a batch ends); a download that stays
+/// shorter than its `Content-Length` through the client's retries is bad; any other
+/// failure fails the collect, leaving the job as it was.
+fn download_results(client: &OpenAiClient, batch: &Batch) -> Result<Downloads, RefreshError> {
+    let mut d = Downloads::default();
+    for (kind, id) in [
+        ("output", &batch.output_file_id),
+        ("error", &batch.error_file_id),
+    ] {
+        let Some(id) = id else { continue };
+        match client.download_file_to_vec(id, 2 * 1024 * 1024 * 1024) {
+            Ok(bytes) => d.files.push((kind, id.clone(), bytes)),
+            Err(e) if matches!(e.status(), Some(404 | 410)) => d.gone.push((kind, id.clone())),
+            Err(e @ OpenAiError::Truncated { .. }) => d.bad.push(format!("the {kind} file: {e}")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(d)
+}
+
+/// `output file line 3: <html>…; error file line 7: {"custom_id…` for the first
+/// unreadable lines, with how many there are in all.
+fn describe_unreadable(
+    parsed: &results::ParsedResults,
+    files: &[(&'static str, String, Vec<u8>)],
+) -> Option<String> {
+    if parsed.unreadable_lines == 0 {
+        return None;
+    }
+    let shown: Vec<String> = parsed
+        .unreadable
+        .iter()
+        .map(|u| {
+            let kind = files.get(u.file).map_or("result", |f| f.0);
+            format!("{kind} file line {}: {}", u.line, u.excerpt)
+        })
+        .collect();
+    let more = parsed.unreadable_lines.saturating_sub(shown.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{} unreadable line(s) ({}{more})",
+        parsed.unreadable_lines,
+        shown.join("; ")
+    ))
+}
+
+/// When the batch reached its final status at the provider (Unix seconds).
+fn finished_at(batch: &Batch) -> Option<i64> {
+    batch
+        .completed_at
+        .or(batch.failed_at)
+        .or(batch.expired_at)
+        .or(batch.cancelled_at)
+}
+
+fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Downloads the result files of a terminal batch and applies them atomically.
+///
+/// The files are applied as final only when they are whole: every download complete
+/// (no shorter than its `Content-Length`), and at least as many answers read as the
+/// provider counted `completed` (or, without counts, every line readable). Otherwise
+/// the job is kept as it was, the reason goes into its `error_message`, and the next
+/// refresh downloads the files again. After [`COLLECT_GIVE_UP_ATTEMPTS`] such
+/// refreshes, and no sooner than [`COLLECT_GIVE_UP_AFTER_SECS`] after the batch
+/// finished, what can be read is applied and the items without a result end `failed`
+/// with [`CODE_RESULT_UNREADABLE`]. A file the provider no longer has (404, 410) is
+/// not waited for: the other file is applied and the items without a result end
+/// `failed` with [`CODE_RESULT_UNAVAILABLE`]. Both codes are retried by `batch_retry`.
 fn collect(
     rt: &Arc<Runtime>,
     conn: &Connection,
@@ -507,23 +625,91 @@ fn collect(
     job: &Job,
     batch: &Batch,
     prof: &mut crate::profile::Profiler,
-) -> Result<Applied, RefreshError> {
+) -> Result<Collected, RefreshError> {
     let proc_: &Processor = processor::require_processor(&job.processor)
         .map_err(|e| RefreshError::Invalid(e.to_string()))?;
     // Download first (no lock held, nothing written): a failure leaves the job as is.
-    let mut files: Vec<Vec<u8>> = Vec::new();
-    for id in [&batch.output_file_id, &batch.error_file_id]
-        .into_iter()
-        .flatten()
-    {
-        files.push(client.download_file_to_vec(id, 2 * 1024 * 1024 * 1024)?);
-    }
-    prof.mark("download", files.iter().map(|f| f.len() as u64).sum());
+    let mut dl = download_results(client, batch)?;
+    prof.mark("download", dl.files.iter().map(|f| f.2.len() as u64).sum());
     crate::failpoint::hit("refresh_after_download");
-    let slices: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
+    let slices: Vec<&[u8]> = dl.files.iter().map(|f| f.2.as_slice()).collect();
     let parsed = results::parse_files(&slices, proc_);
-    drop(files);
     prof.mark("parse_validate", parsed.outcomes.len() as u64);
+    let unreadable = describe_unreadable(&parsed, &dl.files);
+    let output_read = dl.files.iter().any(|f| f.0 == "output");
+    drop(slices);
+    dl.files = Vec::new(); // the bytes are parsed: free them before applying
+    if output_read && dl.bad.is_empty() {
+        let answered = parsed
+            .outcomes
+            .iter()
+            .filter(|o| {
+                o.answered
+                    && ai_batch_core::requests::parse_custom_id(&job.job_id, &o.custom_id).is_ok()
+            })
+            .count() as u64;
+        match batch.request_counts {
+            Some(c) if answered < c.completed => dl.bad.push(format!(
+                "the provider counted {} completed, {answered} answers read",
+                c.completed
+            )),
+            None if unreadable.is_some() => dl
+                .bad
+                .push("the provider gave no request counts to check".into()),
+            _ => {}
+        }
+    }
+    let mut notes: Vec<String> = Vec::new();
+    let give_up = if dl.bad.is_empty() {
+        false
+    } else {
+        let attempts = store::collect_attempts(conn, job.pk)? + 1;
+        let waited =
+            finished_at(batch).is_none_or(|t| now_epoch() - t >= COLLECT_GIVE_UP_AFTER_SECS);
+        let why = format!(
+            "{}{}",
+            dl.bad.join("; "),
+            unreadable
+                .as_deref()
+                .map(|u| format!("; {u}"))
+                .unwrap_or_default()
+        );
+        if attempts < COLLECT_GIVE_UP_ATTEMPTS || !waited {
+            let msg = format!(
+                "not collected: the result files are not what the provider counted ({why}); the job \
+                 is kept as it was and its files are downloaded again on the next refresh (attempt \
+                 {attempts} of {COLLECT_GIVE_UP_ATTEMPTS}: after {COLLECT_GIVE_UP_ATTEMPTS} \
+                 attempts, and no sooner than 1 hour after the batch finished, what can be read is \
+                 collected and the rest ends {CODE_RESULT_UNREADABLE}, for batch_retry)"
+            );
+            store::record_collect_attempt(conn, job.pk, attempts, &msg)?;
+            return Ok(Collected::Kept(msg));
+        }
+        notes.push(format!(
+            "given up after {attempts} attempts: {why}; the items without a result end \
+             {CODE_RESULT_UNREADABLE} (batch_retry sends them again)"
+        ));
+        true
+    };
+    if !give_up {
+        notes.extend(unreadable.clone());
+    }
+    // "the output file file-… or the error file file-…"
+    let gone = (!dl.gone.is_empty()).then(|| {
+        let names: Vec<String> = dl
+            .gone
+            .iter()
+            .map(|(k, id)| format!("the {k} file {id}"))
+            .collect();
+        names.join(" or ")
+    });
+    if let Some(gone) = &gone {
+        notes.push(format!(
+            "{gone} answered 404: no longer at the provider (OpenAI deletes result files some \
+             time after a batch ends); the items whose result was in it end \
+             {CODE_RESULT_UNAVAILABLE} (batch_retry sends them again)"
+        ));
+    }
     let price = prices.lookup(&job.model).ok().map(|m| m.price.clone());
 
     // What happens to items the files do not mention.
@@ -575,6 +761,36 @@ fn collect(
             "missing_result".into(),
             "the provider returned no result for this request".into(),
         ),
+    };
+    // Items without a result because a file is gone, or unreadable when given up.
+    let (left_status, left_code, left_msg): (&str, String, String) = if let Some(gone) = &gone {
+        (
+            "failed",
+            CODE_RESULT_UNAVAILABLE.into(),
+            format!(
+                "no result: it was in {gone}, which the provider no longer has (404; result \
+                 files expire some time after a batch ends) (batch_retry sends this request again)"
+            ),
+        )
+    } else if give_up {
+        (
+            "failed",
+            CODE_RESULT_UNREADABLE.into(),
+            format!(
+                "no result could be read for it: {} (batch_retry sends this request again)",
+                dl.bad.join("; ")
+            ),
+        )
+    } else {
+        (left_status, left_code, left_msg)
+    };
+    let job_error = {
+        let parts: Vec<String> = batch_error
+            .iter()
+            .cloned()
+            .chain(notes.iter().cloned())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     };
     // Validation errors that name a line of our input file name an item: line N is
     // the Nth item of the job in id order (the order the file was written in).
@@ -671,17 +887,18 @@ fn collect(
         &job.processor_version,
         &job.model,
         (left_status, &left_code, &left_msg),
-        batch_error.as_deref(),
+        job_error.as_deref(),
     )?;
     let _ = conn.execute_batch("DROP TABLE IF EXISTS temp.ai_batch_results");
     prof.mark("apply", applied.applied as u64);
     crate::failpoint::hit("refresh_after_commit");
-    Ok(Applied {
+    Ok(Collected::Applied(Applied {
         applied: applied.applied,
         unknown: applied.unknown,
         duplicates: parsed.duplicate_lines as i64,
         invalid_answers: applied.invalid_answers,
-    })
+        notes,
+    }))
 }
 
 /// Cancels a job: at the provider when it has a batch there, locally otherwise.
@@ -701,12 +918,20 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
     let job = load_job(conn, job_id)?;
     let old = job.status.clone();
     if job.collected || TERMINAL_STATUSES.contains(&job.status.as_str()) {
+        let collect = if job.collected {
+            ""
+        } else {
+            " (its results are not collected yet: run batch_refresh())"
+        };
         return summary_row(
             conn,
             &job,
             &old,
             0,
-            format!("nothing to cancel: the job is already {}", job.status),
+            format!(
+                "nothing to cancel: the job is already {}{collect}",
+                job.status
+            ),
         );
     }
     if job.status == "created" && job.provider_batch_id.is_none() {
@@ -783,7 +1008,7 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
         &old,
         &mut prof,
     )?;
-    if !row.message.starts_with("collected") {
+    if !row.message.starts_with("collected") && !row.message.starts_with("not collected") {
         row.message = format!(
             "cancel requested ({}); batch_refresh() collects the partial results when the provider finishes",
             row.message

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     output_file_id           VARCHAR,
     error_file_id            VARCHAR,
     retry_of                 VARCHAR,                   -- job_id this job retries
-    error_message            VARCHAR
+    error_message            VARCHAR,
+    collect_attempts         INTEGER                    -- refreshes that found the result files unusable
 );
 CREATE SEQUENCE IF NOT EXISTS batch_items_id_seq;
 CREATE TABLE IF NOT EXISTS batch_items (
@@ -370,10 +371,44 @@ fn ensure_views(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Columns added to `batch_jobs` after its first release, with their type: a
+/// database created before gets them on first use (`ADD COLUMN`, appended last, as
+/// in [`SCHEMA_DDL`]).
+const ADDED_JOB_COLUMNS: [(&str, &str); 1] = [("collect_attempts", "INTEGER")];
+
+/// Adds the [`ADDED_JOB_COLUMNS`] a `batch_jobs` of an older release lacks. Nothing
+/// on a read-only database (the functions that need them write anyway).
+fn ensure_added_columns(conn: &Connection) -> Result<(), StoreError> {
+    let names = ADDED_JOB_COLUMNS
+        .iter()
+        .map(|(c, _)| format!("'{c}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let present: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM duckdb_columns() \
+             WHERE database_name = current_database() AND schema_name = current_schema() \
+               AND table_name = 'batch_jobs' AND column_name IN ({names})"
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    if present == ADDED_JOB_COLUMNS.len() as i64 || is_read_only(conn)? {
+        return Ok(());
+    }
+    for (col, ty) in ADDED_JOB_COLUMNS {
+        conn.execute_batch(&format!(
+            "ALTER TABLE batch_jobs ADD COLUMN IF NOT EXISTS {col} {ty}"
+        ))?;
+    }
+    Ok(())
+}
+
 /// Creates the tracking tables if any is missing, and the result views. Cheap when
 /// they all exist.
 pub fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
     if owned_tables_present(conn)? == OWNED_TABLES.len() {
+        ensure_added_columns(conn)?;
         return ensure_views(conn);
     }
     if is_read_only(conn)? {
@@ -712,6 +747,31 @@ pub fn job_polled(
     Ok(())
 }
 
+/// How many refreshes found the job's result files unusable so far.
+pub fn collect_attempts(conn: &Connection, job_pk: i64) -> duckdb::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce(collect_attempts, 0) FROM batch_jobs WHERE id = ?",
+        params![job_pk],
+        |r| r.get(0),
+    )
+}
+
+/// Records a refresh that found the job's result files unusable: the attempt number
+/// and why, in `error_message`. The job is otherwise left as it was.
+pub fn record_collect_attempt(
+    conn: &Connection,
+    job_pk: i64,
+    attempts: i64,
+    message: &str,
+) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET collect_attempts = ?, error_message = ?, updated_at = current_timestamp \
+         WHERE id = ? AND collected_at IS NULL",
+        params![attempts, message, job_pk],
+    )?;
+    Ok(())
+}
+
 /// Marks a job as collected (nothing more will come for it).
 pub fn mark_collected(conn: &Connection, job_pk: i64) -> duckdb::Result<()> {
     conn.execute(
@@ -753,8 +813,9 @@ pub struct ApplyCounts {
 /// Applies the staged results (temp table `ai_batch_results`) of a terminal job in
 /// one transaction: analyses for completed items, a final state for every pending
 /// item (items no line mentions get `leftover`), the provider's final `status`,
-/// counts, tokens, actual cost, `collected_at`. A job already collected is left
-/// untouched (idempotent).
+/// counts, tokens, actual cost, `collected_at`, and `job_error` as the job's
+/// `error_message` (what the collect found: it replaces an earlier attempt's note).
+/// A job already collected is left untouched (idempotent).
 #[allow(clippy::too_many_arguments)]
 pub fn apply_results(
     conn: &Connection,
@@ -818,7 +879,7 @@ pub fn apply_results(
             "UPDATE batch_jobs SET status = ?, \
                 completed_count = s.completed, failed_count = s.not_completed, \
                 input_tokens = s.input_tokens, output_tokens = s.output_tokens, \
-                actual_cost = round(s.cost, 4), error_message = coalesce(?, error_message), \
+                actual_cost = round(s.cost, 4), error_message = ?, \
                 collected_at = current_timestamp, completed_at = coalesce(completed_at, current_timestamp), \
                 updated_at = current_timestamp \
              FROM (SELECT count(*) FILTER (WHERE status = 'completed') AS completed, \

@@ -824,6 +824,84 @@ def test_truncated_download(fake_openai):
     assert c.files.content(b.output_file_id).content == full  # next download is complete
 
 
+# ---------------------------------------------------------------------------- result files gone or bad, key echoed
+
+
+@pytest.mark.parametrize("missing", [["output"], ["error"], ["output", "error"]])
+def test_missing_result_files_answer_404_like_expired_files(fake_openai, missing):
+    c = sdk(fake_openai)
+    fake_openai.configure(next_batch={"outcome": "completed_mixed", "fail_every": 2, "missing_files": missing})
+    b, _ = run_to_end(c, submit(c, 6).id)
+    # The batch still names both files and counts their lines ...
+    assert b.output_file_id and b.error_file_id
+    assert (b.request_counts.completed, b.request_counts.failed) == (3, 3)
+    for kind in ("output", "error"):
+        fid = getattr(b, f"{kind}_file_id")
+        if kind in missing:
+            # ... but a missing file is gone, as an expired file is at OpenAI.
+            with pytest.raises(openai.NotFoundError) as ei:
+                c.files.content(fid)
+            assert ei.value.status_code == 404 and fid in ei.value.message
+            with pytest.raises(openai.NotFoundError):
+                c.files.retrieve(fid)
+        else:
+            assert len(lines_of(c, fid)) == 3
+    with pytest.raises(urllib.error.HTTPError):
+        control(fake_openai, "/_fake/config", {"next_batch": {"missing_files": ["input"]}})
+
+
+def test_cut_output_file_ends_mid_line_with_a_consistent_length(fake_openai):
+    c = sdk(fake_openai)
+    fake_openai.configure(next_batch={"cut_output_file": 0.5, "output_order": "input"})
+    b, _ = run_to_end(c, submit(c, 6).id)
+    assert b.request_counts.completed == 6
+    r, data = raw(fake_openai, "GET", f"/v1/files/{b.output_file_id}/content")
+    assert r.status == 200 and int(r.getheader("Content-Length")) == len(data)
+    assert not data.endswith(b"\n")
+    lines = data.split(b"\n")
+    assert 1 < len(lines) < 6
+    for line in lines[:-1]:
+        json.loads(line)
+    with pytest.raises(ValueError):
+        json.loads(lines[-1])
+    assert c.files.content(b.output_file_id).content == data
+    for bad in (0, 1, True, "half"):
+        with pytest.raises(urllib.error.HTTPError):
+            control(fake_openai, "/_fake/config", {"next_batch": {"cut_output_file": bad}})
+
+
+def test_html_page_with_status_200_in_place_of_a_file(fake_openai):
+    c = sdk(fake_openai)
+    b, _ = run_to_end(c, submit(c, 2).id)
+    page = "<!DOCTYPE html>\n<html><body>Service is being updated</body></html>\n"
+    path = f"/v1/files/{b.output_file_id}/content"
+    fake_openai.configure(fault={"kind": "status", "status": 200, "body": page, "content_type": "text/html",
+                                 "path": path})
+    content = c.files.content(b.output_file_id)
+    assert content.response.status_code == 200 and content.response.headers["content-type"] == "text/html"
+    assert content.text == page
+    assert len(lines_of(c, b.output_file_id)) == 2  # one request only
+
+
+def test_echo_authorization_in_errors_and_error_lines(fake_openai):
+    key = fake_openai.api_key
+    c = sdk(fake_openai)
+    fake_openai.configure(next_batches=[{"outcome": "failed_validation", "echo_authorization": True},
+                                        {"outcome": "completed_mixed", "fail_every": 2, "echo_authorization": True,
+                                         "fail_kinds": ["server_error", "request_timeout"]},
+                                        {"outcome": "completed_mixed", "fail_every": 2}])
+    b, _ = run_to_end(c, submit(c, 3).id)
+    assert b.status == "failed"
+    assert b.errors.data[0].message.endswith(f"(request header Authorization: Bearer {key})")
+    b, _ = run_to_end(c, submit(c, 4).id)
+    _, err = check_files(c, b, ids(4))
+    msgs = [x["error"]["message"] if x["response"] is None else x["response"]["body"]["error"]["message"] for x in err]
+    assert len(msgs) == 2 and all(m.endswith(f"Authorization: Bearer {key})") for m in msgs), msgs
+    b, _ = run_to_end(c, submit(c, 4).id)  # off by default
+    _, err = check_files(c, b, ids(4))
+    assert key not in json.dumps(err)
+
+
 # ---------------------------------------------------------------------------- CLI and data dir
 
 

@@ -1,7 +1,8 @@
 //! Transport helpers shared by the provider clients: base-URL policy,
 //! retry timing (capped exponential backoff with jitter, `Retry-After` in its
-//! three forms), the streamed multipart body, and the cleaning of text that a
-//! server sent us before it goes into an error message.
+//! three forms), the streamed multipart body, the cleaning of text that a
+//! server sent us before it goes into an error message, and the removal of
+//! secrets (the API key, `Bearer` tokens) from everything a server sent us.
 //!
 //! Everything here is pure: no sockets, no clock reads except where a `now`
 //! is passed in, so the rules are unit-tested on their own.
@@ -271,6 +272,124 @@ pub fn clean_text(s: &str, max_chars: usize) -> String {
     out.trim_end().to_string()
 }
 
+/// What a secret found in provider text is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Keys shorter than this are not searched for (they would match ordinary text).
+const MIN_KEY_LEN: usize = 6;
+/// A `Bearer` token shorter than this is prose ("Bearer auth"), not a credential.
+const MIN_BEARER_TOKEN: usize = 12;
+
+/// Removes secrets from bytes a provider sent: every occurrence of `key` (as is,
+/// and as it reads inside a JSON string), then every `Bearer <token>` (spelt
+/// `Bearer`, `bearer` or `BEARER`; the word included) whose token is the redacted
+/// key or at least 12 token characters long. Each becomes [`REDACTED`], which is
+/// valid inside a JSON string, so a JSON document stays parseable. Returns `None`
+/// when there is nothing to remove (the common case costs four SIMD scans).
+pub fn redact_secrets(data: &[u8], key: &str) -> Option<Vec<u8>> {
+    let mut changed: Option<Vec<u8>> = None;
+    if key.len() >= MIN_KEY_LEN {
+        let escaped = serde_json::to_string(key).unwrap_or_default();
+        let escaped = escaped
+            .strip_prefix('"')
+            .and_then(|e| e.strip_suffix('"'))
+            .unwrap_or(key);
+        for form in [key, escaped] {
+            let cur = changed.as_deref().unwrap_or(data);
+            if let Some(next) = replace_all(cur, form.as_bytes(), REDACTED.as_bytes()) {
+                changed = Some(next);
+            }
+            if escaped == key {
+                break;
+            }
+        }
+    }
+    let cur = changed.as_deref().unwrap_or(data);
+    match redact_bearer(cur) {
+        Some(next) => Some(next),
+        None => changed,
+    }
+}
+
+/// [`redact_secrets`] for text.
+pub fn redact_secrets_text(text: &str, key: &str) -> String {
+    match redact_secrets(text.as_bytes(), key) {
+        // Only ASCII runs were replaced by ASCII: still UTF-8.
+        Some(b) => String::from_utf8(b)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        None => text.to_string(),
+    }
+}
+
+fn replace_all(data: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
+    let mut hits = memchr::memmem::find_iter(data, needle).peekable();
+    hits.peek()?;
+    let mut out = Vec::with_capacity(data.len());
+    let mut at = 0;
+    for hit in hits {
+        if hit < at {
+            continue;
+        }
+        out.extend_from_slice(data.get(at..hit).unwrap_or_default());
+        out.extend_from_slice(with);
+        at = hit + needle.len();
+    }
+    out.extend_from_slice(data.get(at..).unwrap_or_default());
+    Some(out)
+}
+
+/// RFC 6750 `b64token` characters (and `=` padding).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// The end of `Bearer <token>` starting at `start` (the `B`), if it holds a credential.
+fn bearer_end(data: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + b"bearer".len();
+    let spaces = data
+        .get(i..)?
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    if spaces == 0 {
+        return None;
+    }
+    i += spaces;
+    let rest = data.get(i..)?;
+    if rest.starts_with(REDACTED.as_bytes()) {
+        return Some(i + REDACTED.len());
+    }
+    let token = rest.iter().take_while(|b| is_token_byte(**b)).count();
+    (token >= MIN_BEARER_TOKEN).then_some(i + token)
+}
+
+fn redact_bearer(data: &[u8]) -> Option<Vec<u8>> {
+    // One scan per usual spelling: each needle starts with a rare byte (b, B), which
+    // keeps the SIMD prefilter fast on 100+ MB result files.
+    let mut starts: Vec<usize> = Vec::new();
+    for word in [&b"Bearer"[..], &b"bearer"[..], &b"BEARER"[..]] {
+        starts.extend(memchr::memmem::find_iter(data, word));
+    }
+    starts.sort_unstable();
+    let mut out: Option<Vec<u8>> = None;
+    let mut at = 0;
+    for start in starts {
+        if start < at {
+            continue;
+        }
+        let Some(end) = bearer_end(data, start) else {
+            continue;
+        };
+        let o = out.get_or_insert_with(|| Vec::with_capacity(data.len()));
+        o.extend_from_slice(data.get(at..start).unwrap_or_default());
+        o.extend_from_slice(REDACTED.as_bytes());
+        at = end;
+    }
+    let mut o = out?;
+    o.extend_from_slice(data.get(at..).unwrap_or_default());
+    Some(o)
+}
+
 /// A `multipart/form-data` body made of text fields and one file part, sent
 /// as a chained reader (`head` + file + `tail`) so a large file is streamed
 /// from disk rather than loaded in memory.
@@ -505,6 +624,48 @@ mod tests {
         assert_eq!(clean_text("abcdef", 3), "abc…");
         assert_eq!(clean_text("", 3), "");
         assert_eq!(clean_text("ééééé", 2), "éé…");
+    }
+
+    #[test]
+    fn secrets_are_redacted_everywhere_in_provider_bytes() {
+        let key = "sk-proj-Abc123_def-456";
+        let r = |s: &str| redact_secrets_text(s, key);
+        assert_eq!(r("no secret here"), "no secret here");
+        assert!(redact_secrets(b"no secret here", key).is_none());
+        assert_eq!(r(&format!("k={key};k={key}")), "k=[redacted];k=[redacted]");
+        assert_eq!(
+            r(&format!("header Authorization: Bearer {key})")),
+            "header Authorization: [redacted])"
+        );
+        assert_eq!(r(&format!("bearer  {key}")), "[redacted]");
+        assert_eq!(r(&format!("BEARER\t{key}")), "[redacted]");
+        // Another credential after Bearer goes too; prose after Bearer stays.
+        assert_eq!(
+            r("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc"),
+            "Authorization: [redacted]"
+        );
+        assert_eq!(
+            r("use Bearer auth (Authorization: Bearer YOUR_KEY)"),
+            "use Bearer auth (Authorization: Bearer YOUR_KEY)"
+        );
+        assert_eq!(r("Bearer"), "Bearer");
+        // Inside JSON the document stays parseable, with the key gone.
+        let doc = serde_json::json!({"errors": {"data": [{"message": format!("Authorization: Bearer {key}")}]}})
+            .to_string();
+        let clean = redact_secrets(doc.as_bytes(), key).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&clean).unwrap();
+        assert_eq!(
+            v["errors"]["data"][0]["message"],
+            "Authorization: [redacted]"
+        );
+        // A key with characters JSON escapes is found in its escaped form too.
+        let odd = "sk-\"quoted\"-key";
+        let doc = serde_json::json!({ "m": format!("key {odd}") }).to_string();
+        let clean = String::from_utf8(redact_secrets(doc.as_bytes(), odd).unwrap()).unwrap();
+        assert_eq!(clean, r#"{"m":"key [redacted]"}"#);
+        // Short keys are not searched for; text around keys keeps its UTF-8.
+        assert_eq!(redact_secrets_text("abc abc", "abc"), "abc abc");
+        assert_eq!(r(&format!("é{key}ü")), "é[redacted]ü");
     }
 
     #[test]

@@ -21,8 +21,13 @@
 //!   with jitter.
 //!
 //! The API key is only ever placed in the `Authorization` header. `Debug` of
-//! the client redacts it, and every text that came from the server or from the
-//! transport is scrubbed of it before it goes into an error.
+//! the client redacts it. Everything that comes in from the server is scrubbed
+//! of it (and of any `Bearer` token, see [`redact_secrets`]) on the way in, in
+//! one place per kind of input: JSON responses before they are parsed
+//! (`read_json`: batch objects with their `errors.data`, lists, files), result
+//! files downloaded into memory ([`OpenAiClient::download_file_to_vec`]), and
+//! error bodies, headers and transport texts (`scrub`). Callers never see a
+//! provider text that still holds the key.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,7 +43,10 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{ConnectionDetails, Connector, DefaultConnector, NextTimeout};
 use ureq::{Agent, AsSendBody, Body, SendBody};
 
-use crate::http::{backoff_delay, clean_text, parse_retry_after, validate_base_url, Multipart};
+use crate::http::{
+    backoff_delay, clean_text, parse_retry_after, redact_secrets, redact_secrets_text,
+    validate_base_url, Multipart,
+};
 
 /// The public OpenAI API.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -356,7 +364,9 @@ impl OpenAiClient {
     }
 
     /// Downloads a file's content into memory, refusing more than `max_bytes`.
-    /// Same checks and retries as [`OpenAiClient::download_file`].
+    /// Same checks and retries as [`OpenAiClient::download_file`]. The bytes
+    /// come back scrubbed of the API key and `Bearer` tokens (a provider that
+    /// echoes the request's `Authorization` into its error lines stores nothing).
     pub fn download_file_to_vec(
         &self,
         file_id: &str,
@@ -379,7 +389,7 @@ impl OpenAiClient {
                 (&mut out, Path::new("<memory>")),
                 max_bytes,
             )?;
-            Ok(out)
+            Ok(self.scrub_bytes(out))
         })
     }
 
@@ -902,6 +912,7 @@ impl OpenAiClient {
                 request_id,
             });
         }
+        let raw = self.scrub_bytes(raw);
         serde_json::from_slice(&raw).map_err(|e| OpenAiError::Decode {
             op,
             detail: self.scrub(&e.to_string(), MAX_SHORT_CHARS),
@@ -971,12 +982,12 @@ impl OpenAiClient {
     // -- Error building (every server or transport text goes through scrub) ----
 
     fn scrub(&self, text: &str, max_chars: usize) -> String {
-        let text = if self.api_key.len() >= 6 && text.contains(self.api_key.as_str()) {
-            text.replace(self.api_key.as_str(), "[redacted]")
-        } else {
-            text.to_string()
-        };
-        clean_text(&text, max_chars)
+        clean_text(&redact_secrets_text(text, &self.api_key), max_chars)
+    }
+
+    /// A response body without the key or `Bearer` tokens in it.
+    fn scrub_bytes(&self, raw: Vec<u8>) -> Vec<u8> {
+        redact_secrets(&raw, &self.api_key).unwrap_or(raw)
     }
 
     fn header_text(&self, headers: &HeaderMap, name: &str) -> Option<String> {
@@ -3148,6 +3159,51 @@ mod tests {
             &refused
                 .upload_batch_file(&temp_path("none"), "x")
                 .unwrap_err(),
+        );
+    }
+
+    #[test]
+    fn an_echoed_key_is_scrubbed_from_successful_answers_too() {
+        let echo = format!("(request header Authorization: Bearer {SENTINEL})");
+        let batch = format!(
+            r#"{{"id":"batch_1","object":"batch","status":"failed","errors":{{"object":"list","data":[{{"code":"{SENTINEL}","line":1,"message":"bad {echo}","param":null}}]}}}}"#
+        );
+        let line = format!(
+            r#"{{"custom_id":"c1","response":null,"error":{{"code":"request_timeout","message":"timed out {echo}; key {SENTINEL}"}}}}"#
+        );
+        let server = Server::start(vec![
+            json(200, &batch),
+            json(
+                200,
+                &format!(r#"{{"object":"list","data":[{batch}],"has_more":false}}"#),
+            ),
+            file_reply(200, line.as_bytes(), line.len()),
+        ]);
+        let client = OpenAiClient::new(&server.base, SENTINEL.to_string(), fast_opts()).unwrap();
+        let b = client.retrieve_batch("batch_1").unwrap();
+        let listed = client.list_batches(None, 10).unwrap();
+        let file = client.download_file_to_vec("file-1", 1 << 20).unwrap();
+        for text in [
+            format!("{b:?}"),
+            format!("{listed:?}"),
+            String::from_utf8(file.clone()).unwrap(),
+        ] {
+            assert!(
+                !text.contains(SENTINEL) && !text.contains("Bearer"),
+                "{text}"
+            );
+            assert!(text.contains("[redacted]"), "{text}");
+        }
+        let e = &b.errors.unwrap().data[0];
+        assert_eq!(
+            e.message.as_deref(),
+            Some("bad (request header Authorization: [redacted])")
+        );
+        assert_eq!(e.code.as_deref(), Some("[redacted]"));
+        let v: serde_json::Value = serde_json::from_slice(&file).unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "timed out (request header Authorization: [redacted]); key [redacted]"
         );
     }
 

@@ -45,7 +45,26 @@ pub struct LineOutcome {
     pub input_tokens: Option<i64>,
     /// Completion tokens the provider reported.
     pub output_tokens: Option<i64>,
+    /// The line carries the model's answer (a 200 response, billed), usable or not:
+    /// what the provider's `request_counts.completed` counts.
+    pub answered: bool,
 }
+
+/// A line that is not a result line (not JSON, no custom id, cut off).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableLine {
+    /// Index of the file in the list given to [`parse_files`].
+    pub file: usize,
+    /// 1-based line number in that file.
+    pub line: usize,
+    /// The start of the line, flattened and cut (see [`EXCERPT_CHARS`]).
+    pub excerpt: String,
+}
+
+/// Unreadable lines reported by number and excerpt; the others are only counted.
+pub const MAX_UNREADABLE_REPORTED: usize = 5;
+/// Characters of an unreadable line quoted in its report.
+pub const EXCERPT_CHARS: usize = 60;
 
 /// What a whole file (or files) said.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +75,8 @@ pub struct ParsedResults {
     pub duplicate_lines: usize,
     /// Lines that are not JSON or have no custom id.
     pub unreadable_lines: usize,
+    /// The first [`MAX_UNREADABLE_REPORTED`] of them, in file and line order.
+    pub unreadable: Vec<UnreadableLine>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +258,7 @@ fn parse_common_line(line: &str, processor: &Processor) -> Option<LineOutcome> {
         outcome,
         input_tokens: body.usage.as_ref().and_then(|u| u.prompt_tokens),
         output_tokens: body.usage.as_ref().and_then(|u| u.completion_tokens),
+        answered: true,
     })
 }
 
@@ -260,6 +282,7 @@ fn parse_any_line(line: &str, processor: &Processor) -> Option<LineOutcome> {
     let body = parsed.response.as_ref().and_then(|r| r.body.as_ref());
     let (input_tokens, output_tokens) = usage(body);
     let status_code = parsed.response.as_ref().and_then(|r| r.status_code);
+    let answered = parsed.error.is_none() && status_code == Some(200);
     let outcome = if let Some(err) = parsed.error {
         let code = err.code.unwrap_or_else(|| "error".to_string());
         let message = cap(&err.message.unwrap_or_else(|| code.clone()));
@@ -290,21 +313,28 @@ fn parse_any_line(line: &str, processor: &Processor) -> Option<LineOutcome> {
         outcome,
         input_tokens,
         output_tokens,
+        answered,
     })
 }
 
 /// Parses output and error files together; the first line seen for a custom id wins.
 /// Lines are parsed and validated on every core; the result is in file order.
 pub fn parse_files(files: &[&[u8]], processor: &Processor) -> ParsedResults {
-    let lines: Vec<&[u8]> = files
+    // (file, 1-based line number, bytes) of every line that is not blank.
+    let lines: Vec<(usize, usize, &[u8])> = files
         .iter()
-        .flat_map(|data| data.split(|b| *b == b'\n'))
-        .filter(|raw| raw.iter().any(|b| !b.is_ascii_whitespace()))
+        .enumerate()
+        .flat_map(|(f, data)| {
+            data.split(|b| *b == b'\n')
+                .enumerate()
+                .map(move |(n, raw)| (f, n + 1, raw))
+        })
+        .filter(|(_, _, raw)| raw.iter().any(|b| !b.is_ascii_whitespace()))
         .collect();
     let parsed = crate::cost::par_map(
         &lines,
-        |raw| raw.len(),
-        |raw| {
+        |(_, _, raw)| raw.len(),
+        |(_, _, raw)| {
             std::str::from_utf8(raw)
                 .ok()
                 .and_then(|line| parse_line(line, processor))
@@ -312,9 +342,22 @@ pub fn parse_files(files: &[&[u8]], processor: &Processor) -> ParsedResults {
     );
     let mut seen: HashMap<String, ()> = HashMap::with_capacity(parsed.len());
     let mut out = ParsedResults::default();
-    for p in parsed {
+    for (p, (file, line, raw)) in parsed.into_iter().zip(&lines) {
         match p {
-            None => out.unreadable_lines += 1,
+            None => {
+                out.unreadable_lines += 1;
+                if out.unreadable.len() < MAX_UNREADABLE_REPORTED {
+                    let head = raw.get(..EXCERPT_CHARS * 4).unwrap_or(raw);
+                    out.unreadable.push(UnreadableLine {
+                        file: *file,
+                        line: *line,
+                        excerpt: crate::http::clean_text(
+                            &String::from_utf8_lossy(head),
+                            EXCERPT_CHARS,
+                        ),
+                    });
+                }
+            }
             Some(o) => {
                 if seen.insert(o.custom_id.clone(), ()).is_some() {
                     out.duplicate_lines += 1;
@@ -475,5 +518,36 @@ mod tests {
         assert_eq!(r.outcomes.len(), 1);
         assert_eq!(r.duplicate_lines, 1);
         assert_eq!(r.unreadable_lines, 2);
+        assert!(r.outcomes[0].answered);
+    }
+
+    #[test]
+    fn unreadable_lines_are_reported_by_file_line_and_excerpt() {
+        let a = ok_line("j-i1", &answer(), "stop");
+        let out = format!("{a}\n\n<html>\r\t<body>{}</body>\n", "x".repeat(500));
+        let cut = &a[..a.len() / 2];
+        let err = format!(
+            "{}\n{cut}",
+            json!({"custom_id": "j-i2", "response": null, "error": {"code": "batch_expired", "message": "m"}})
+        );
+        let mut many = String::new();
+        for _ in 0..MAX_UNREADABLE_REPORTED + 2 {
+            many.push_str("junk\n");
+        }
+        let r = parse_files(&[out.as_bytes(), err.as_bytes(), many.as_bytes()], pl());
+        assert_eq!(r.unreadable_lines, 2 + MAX_UNREADABLE_REPORTED + 2);
+        assert_eq!(r.unreadable.len(), MAX_UNREADABLE_REPORTED);
+        let at: Vec<(usize, usize)> = r.unreadable.iter().map(|u| (u.file, u.line)).collect();
+        assert_eq!(at, vec![(0, 3), (1, 2), (2, 1), (2, 2), (2, 3)]);
+        let html = &r.unreadable[0].excerpt;
+        assert!(
+            html.starts_with("<html> <body>xxx") && html.ends_with('…'),
+            "{html}"
+        );
+        assert_eq!(html.chars().count(), EXCERPT_CHARS + 1);
+        assert!(cut.starts_with(r.unreadable[1].excerpt.trim_end_matches('…')));
+        // What the provider counts as completed: the answered lines only.
+        let answered: Vec<bool> = r.outcomes.iter().map(|o| o.answered).collect();
+        assert_eq!(answered, vec![true, false]);
     }
 }
