@@ -97,6 +97,10 @@ pub struct RefreshRow {
     pub applied: i64,
     pub actual_cost: Option<f64>,
     pub message: String,
+    /// The provider's request counts at the last poll (None before any).
+    pub provider_completed: Option<i64>,
+    pub provider_failed: Option<i64>,
+    pub provider_total: Option<i64>,
 }
 
 /// A job as refresh needs it.
@@ -292,6 +296,9 @@ fn summary_row(
         applied,
         actual_cost: j.actual_cost,
         message,
+        provider_completed: j.provider_completed,
+        provider_failed: j.provider_failed,
+        provider_total: j.provider_total,
     })
 }
 
@@ -431,6 +438,11 @@ fn finish_poll(
         &status,
         batch.output_file_id.as_deref(),
         batch.error_file_id.as_deref(),
+        counts.map(|c| store::ProviderCounts {
+            completed: c.completed as i64,
+            failed: c.failed as i64,
+            total: c.total as i64,
+        }),
     )?;
     prof.mark("poll", 1);
     if !batch.status.is_terminal() {

@@ -50,7 +50,11 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     error_file_id            VARCHAR,
     retry_of                 VARCHAR,                   -- job_id this job retries
     error_message            VARCHAR,
-    collect_attempts         INTEGER                    -- refreshes that found the result files unusable
+    collect_attempts         INTEGER,                   -- refreshes that found the result files unusable
+    provider_completed       BIGINT,                    -- the provider's request counts at the last poll
+    provider_failed          BIGINT,
+    provider_total           BIGINT,
+    progress_at              TIMESTAMPTZ                -- when completed + failed last changed (first seen)
 );
 CREATE SEQUENCE IF NOT EXISTS batch_items_id_seq;
 CREATE TABLE IF NOT EXISTS batch_items (
@@ -254,11 +258,10 @@ pub fn check_tables(conn: &Connection, reads: Reads) -> Result<(), StoreError> {
                 ));
                 continue;
             }
-            // Columns added after a table's first release are not required: a table of an
-            // older release gets them on first use (`ensure_added_columns`).
+            // Columns a later release added are added on first use (ensure_schema).
             let wanted: Vec<&str> = ddl_columns(name)
                 .into_iter()
-                .filter(|c| !ADDED_JOB_COLUMNS.iter().any(|(added, _)| added == c))
+                .filter(|c| name != "batch_jobs" || !ADDED_JOB_COLUMNS.iter().any(|(a, _)| a == c))
                 .collect();
             let lacking = missing(&wanted);
             if !lacking.is_empty() {
@@ -379,7 +382,13 @@ fn ensure_views(conn: &Connection) -> Result<(), StoreError> {
 /// Columns added to `batch_jobs` after its first release, with their type: a
 /// database created before gets them on first use (`ADD COLUMN`, appended last, as
 /// in [`SCHEMA_DDL`]).
-const ADDED_JOB_COLUMNS: [(&str, &str); 1] = [("collect_attempts", "INTEGER")];
+const ADDED_JOB_COLUMNS: [(&str, &str); 5] = [
+    ("collect_attempts", "INTEGER"),
+    ("provider_completed", "BIGINT"),
+    ("provider_failed", "BIGINT"),
+    ("provider_total", "BIGINT"),
+    ("progress_at", "TIMESTAMPTZ"),
+];
 
 /// Adds the [`ADDED_JOB_COLUMNS`] a `batch_jobs` of an older release lacks. Nothing
 /// on a read-only database (the functions that need them write anyway).
@@ -482,6 +491,12 @@ pub struct JobRow {
     pub completed_at: Option<i64>,
     pub provider_batch_id: Option<String>,
     pub error_message: Option<String>,
+    /// The provider's request counts at the last poll, and when completed + failed
+    /// last changed (Unix µs).
+    pub provider_completed: Option<i64>,
+    pub provider_failed: Option<i64>,
+    pub provider_total: Option<i64>,
+    pub progress_at: Option<i64>,
 }
 
 /// Filters of `batch_history()`.
@@ -498,7 +513,8 @@ const JOB_COLUMNS: &str = "j.job_id, j.status, j.provider, j.processor, j.model,
     CAST(j.cost_estimate AS DOUBLE), CAST(j.actual_cost AS DOUBLE), \
     j.estimated_input_tokens, j.input_tokens, j.output_tokens, \
     epoch_us(j.created_at), epoch_us(j.submitted_at), epoch_us(j.completed_at), \
-    j.provider_batch_id, j.error_message";
+    j.provider_batch_id, j.error_message, \
+    j.provider_completed, j.provider_failed, j.provider_total, epoch_us(j.progress_at)";
 
 fn job_row(r: &duckdb::Row<'_>) -> duckdb::Result<JobRow> {
     Ok(JobRow {
@@ -522,6 +538,10 @@ fn job_row(r: &duckdb::Row<'_>) -> duckdb::Result<JobRow> {
         completed_at: r.get(17)?,
         provider_batch_id: r.get(18)?,
         error_message: r.get(19)?,
+        provider_completed: r.get(20)?,
+        provider_failed: r.get(21)?,
+        provider_total: r.get(22)?,
+        progress_at: r.get(23)?,
     })
 }
 
@@ -734,20 +754,53 @@ pub fn fail_job(
     })
 }
 
-/// Records a polled provider status and the result file ids. A collected job is
-/// final and left as it is (a stale poll never moves it back).
+/// The provider's request counts of a batch, as one poll saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderCounts {
+    pub completed: i64,
+    pub failed: i64,
+    pub total: i64,
+}
+
+/// Records a polled provider status, its request counts and the result file ids. A
+/// collected job is final and left as it is (a stale poll never moves it back).
+/// `progress_at` moves only when completed + failed differs from the recorded counts
+/// (or none were recorded yet); a poll without counts keeps the recorded ones.
 pub fn job_polled(
     conn: &Connection,
     job_pk: i64,
     status: &str,
     output_file_id: Option<&str>,
     error_file_id: Option<&str>,
+    counts: Option<ProviderCounts>,
 ) -> duckdb::Result<()> {
+    let (c, f, t) = match counts {
+        Some(n) => (Some(n.completed), Some(n.failed), Some(n.total)),
+        None => (None, None, None),
+    };
+    // SET expressions read the row as it was before this UPDATE.
     conn.execute(
         "UPDATE batch_jobs SET status = ?, output_file_id = coalesce(?, output_file_id), \
-                error_file_id = coalesce(?, error_file_id), updated_at = current_timestamp \
+                error_file_id = coalesce(?, error_file_id), updated_at = current_timestamp, \
+                progress_at = CASE WHEN ?::BIGINT IS NOT NULL AND (provider_completed IS NULL \
+                    OR provider_completed + coalesce(provider_failed, 0) <> ?::BIGINT + ?::BIGINT) \
+                    THEN current_timestamp ELSE progress_at END, \
+                provider_completed = coalesce(?, provider_completed), \
+                provider_failed = coalesce(?, provider_failed), \
+                provider_total = coalesce(?, provider_total) \
          WHERE id = ? AND collected_at IS NULL",
-        params![status, output_file_id, error_file_id, job_pk],
+        params![
+            status,
+            output_file_id,
+            error_file_id,
+            c,
+            c,
+            f,
+            c,
+            f,
+            t,
+            job_pk
+        ],
     )?;
     Ok(())
 }
@@ -913,10 +966,11 @@ mod tests {
     #[test]
     fn ddl_columns_reads_every_column_of_our_tables() {
         let jobs = ddl_columns("batch_jobs");
-        assert_eq!(jobs.len(), 32, "{jobs:?}");
+        assert_eq!(jobs.len(), 36, "{jobs:?}");
         assert!(jobs.contains(&"collect_attempts"));
         assert_eq!(jobs.first(), Some(&"id"));
         assert!(jobs.contains(&"collected_at") && jobs.contains(&"error_message"));
+        assert_eq!(jobs.last(), Some(&"progress_at"));
         let items = ddl_columns("batch_items");
         assert_eq!(items.len(), 14, "{items:?}");
         assert!(items.contains(&"custom_id") && items.contains(&"updated_at"));
@@ -930,6 +984,6 @@ mod tests {
     fn column_lists_are_capped() {
         assert_eq!(column_list(&["a", "b"]), "a, b");
         let many: Vec<&str> = ddl_columns("batch_jobs");
-        assert!(column_list(&many).ends_with(" and 24 more"));
+        assert!(column_list(&many).ends_with(" and 28 more"));
     }
 }

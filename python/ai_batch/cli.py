@@ -546,15 +546,13 @@ def refresh_once(con, job_id: Optional[str]) -> list[dict[str, Any]]:
     return records(con, "SELECT * FROM batch_refresh(job_id := ?)", [job_id])
 
 
-_PROVIDER_DONE = re.compile(r"(\d+)/(\d+) done")
-
-
 def done_and_total(r: dict[str, Any]) -> tuple[int, int]:
-    """Items done / total: the provider's request counts while the job runs (the extension
-    reports them in the message), our item counts once it is collected."""
-    m = _PROVIDER_DONE.search(r.get("message") or "")
-    if m and r["pending_count"]:
-        return int(m.group(1)), max(int(m.group(2)), 1)
+    """Items done / total: the provider's request counts (completed + failed, of total)
+    while the job runs, our item counts once it is collected."""
+    ptotal = r.get("provider_total")
+    if ptotal and r["pending_count"]:
+        done = (r.get("provider_completed") or 0) + (r.get("provider_failed") or 0)
+        return done, max(ptotal, 1)
     total = r["issues_count"] or 0
     return total - (r["pending_count"] or 0), max(total, 1)
 

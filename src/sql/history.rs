@@ -65,12 +65,41 @@ pub fn job_cells(j: &JobRow) -> Vec<Cell> {
     ]
 }
 
+/// `'<completed + failed> / <total>'` from the provider's counts at the last poll.
+fn progress_text(j: &JobRow) -> Option<String> {
+    let total = j.provider_total?;
+    let done = j.provider_completed.unwrap_or(0) + j.provider_failed.unwrap_or(0);
+    Some(format!("{done} / {total}"))
+}
+
+/// A `batch_history` row: the job's cells, then its progress at the provider.
+fn history_cells(j: &JobRow) -> Vec<Cell> {
+    let mut cells = job_cells(j);
+    cells.extend([
+        progress_text(j).into(),
+        j.provider_completed.into(),
+        j.provider_failed.into(),
+        j.provider_total.into(),
+        j.progress_at.into(),
+    ]);
+    cells
+}
+
 impl SqlTable for History {
     const NAME: &'static str = "batch_history";
     type Params = HistoryFilter;
 
     fn columns() -> Vec<(&'static str, ColType)> {
-        job_columns()
+        use ColType::*;
+        let mut cols = job_columns();
+        cols.extend([
+            ("progress", Varchar),
+            ("provider_completed", BigInt),
+            ("provider_failed", BigInt),
+            ("provider_total", BigInt),
+            ("progress_at", TimestampTz),
+        ]);
+        cols
     }
 
     fn named_parameters() -> Vec<(&'static str, duckdb::core::LogicalTypeHandle)> {
@@ -103,6 +132,6 @@ impl SqlTable for History {
         store::check_tables(&conn, store::Reads::Tracking).map_err(|e| fail(Self::NAME, e))?;
         store::ensure_schema(&conn).map_err(|e| fail(Self::NAME, e))?;
         let jobs = store::history(&conn, p).map_err(|e| fail(Self::NAME, e))?;
-        Ok(jobs.iter().map(job_cells).collect())
+        Ok(jobs.iter().map(history_cells).collect())
     }
 }

@@ -27,6 +27,9 @@ pub fn columns() -> Vec<(&'static str, ColType)> {
         ("applied", BigInt),
         ("actual_cost", Money),
         ("message", Varchar),
+        ("provider_completed", BigInt),
+        ("provider_failed", BigInt),
+        ("provider_total", BigInt),
     ]
 }
 
@@ -43,6 +46,9 @@ pub fn cells(r: RefreshRow) -> Vec<Cell> {
         r.applied.into(),
         r.actual_cost.into(),
         r.message.into(),
+        r.provider_completed.into(),
+        r.provider_failed.into(),
+        r.provider_total.into(),
     ]
 }
 
