@@ -104,6 +104,30 @@ pub fn delete_input(client: &OpenAiClient, file_id: &str) -> Result<(), OpenAiEr
     }
 }
 
+/// The batch of a job whose create may have been lost, looked up by job id and input
+/// file. The list is not read further back than an hour before the job was recorded.
+pub fn find_batch(
+    client: &OpenAiClient,
+    job_id: &str,
+    input_file_id: Option<&str>,
+    created_epoch: Option<i64>,
+) -> Result<Option<Batch>, OpenAiError> {
+    client.find_batch_for_job(job_id, input_file_id, created_epoch.map(|t| t - 3600))
+}
+
+/// Seals a job whose batch the list did not show: deletes its input file at the
+/// provider (a create naming a deleted file is refused, so one still in flight can no
+/// longer make a batch), then looks once more for a batch that landed meanwhile.
+pub fn seal(
+    client: &OpenAiClient,
+    job_id: &str,
+    input_file_id: &str,
+    created_epoch: Option<i64>,
+) -> Result<Option<Batch>, OpenAiError> {
+    delete_input(client, input_file_id)?;
+    find_batch(client, job_id, Some(input_file_id), created_epoch)
+}
+
 /// Deletes the input file of a create that surely made no batch, and says so.
 pub fn delete_unused_input(client: &OpenAiClient, file_id: &str) -> String {
     match delete_input(client, file_id) {
@@ -176,9 +200,12 @@ pub fn reconcile(
     window: Duration,
     now_ms: i64,
 ) -> Result<Outcome, OpenAiError> {
-    let after = job.created_epoch.map(|t| t - 3600);
-    let find = || client.find_batch_for_job(job.job_id, Some(job.input_file_id), after);
-    if let Some(b) = find()? {
+    if let Some(b) = find_batch(
+        client,
+        job.job_id,
+        Some(job.input_file_id),
+        job.created_epoch,
+    )? {
         return Ok(Outcome::Found(Box::new(b), None));
     }
     let file = job.input_file_id;
@@ -212,8 +239,7 @@ pub fn reconcile(
             utc_text(decide_at_ms)
         ))),
         Next::Seal => {
-            delete_input(client, file)?;
-            if let Some(b) = find()? {
+            if let Some(b) = seal(client, job.job_id, file, job.created_epoch)? {
                 return Ok(Outcome::Found(
                     Box::new(b),
                     Some(format!(

@@ -962,19 +962,17 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
     let batch_id = match (&job.provider_batch_id, job.status.as_str()) {
         (Some(id), _) => Some(id.clone()),
         (None, "uploaded") => {
-            let after = job.created_epoch.map(|t| t - 3600);
             let file = job.input_file_id.as_deref();
-            match client.find_batch_for_job(&job.job_id, file, after)? {
+            match crate::reconcile::find_batch(client, &job.job_id, file, job.created_epoch)? {
                 Some(b) => Some(b.id),
-                None => {
-                    if let Some(f) = file {
-                        crate::reconcile::delete_input(client, f)?;
+                None => match file {
+                    Some(f) => {
                         sealed = true;
+                        crate::reconcile::seal(client, &job.job_id, f, job.created_epoch)?
+                            .map(|b| b.id)
                     }
-                    client
-                        .find_batch_for_job(&job.job_id, file, after)?
-                        .map(|b| b.id)
-                }
+                    None => None,
+                },
             }
         }
         _ => None,

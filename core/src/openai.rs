@@ -13,7 +13,7 @@
 //!   never left (DNS or connect failure), or the server answered 429 (rate
 //!   limited, not `insufficient_quota`). Any other failure is returned with
 //!   [`OpenAiError::may_have_reached_provider`] set, so the caller reconciles
-//!   (for instance with [`OpenAiClient::find_batch_by_job_id`]) instead of
+//!   (for instance with [`OpenAiClient::find_batch_for_job`]) instead of
 //!   creating a second batch.
 //! - A `x-should-retry: false` header always stops retries.
 //! - The wait is `Retry-After` (`retry-after-ms`, seconds or HTTP date) capped
@@ -403,7 +403,7 @@ impl OpenAiClient {
     ///
     /// Never repeated once the request may have reached OpenAI: on such an
     /// error ([`OpenAiError::may_have_reached_provider`]) look the batch up
-    /// with [`OpenAiClient::find_batch_by_job_id`] before creating another.
+    /// with [`OpenAiClient::find_batch_for_job`] before creating another.
     pub fn create_batch(
         &self,
         input_file_id: &str,
@@ -625,24 +625,13 @@ impl OpenAiClient {
         })
     }
 
-    /// The batch whose metadata carries `ai_batch_job_id = job_id`, used to
-    /// reconcile after a create whose answer was lost. With `created_after`
-    /// (Unix seconds; give the time the job was recorded minus some slack),
-    /// the scan stops at the first older batch instead of paging through the
-    /// whole history.
-    pub fn find_batch_by_job_id(
-        &self,
-        job_id: &str,
-        created_after: Option<i64>,
-    ) -> Result<Option<Batch>, OpenAiError> {
-        self.find_batch_for_job(job_id, None, created_after)
-    }
-
     /// The batch of a job: the one whose metadata carries `ai_batch_job_id = job_id`,
     /// or the one created from `input_file_id` (a batch is created from exactly one
     /// uploaded file, and ours are never shared between jobs). The second match finds
     /// the batch when the list answers without `metadata` (some gateways strip it).
-    /// `created_after` as in [`find_batch_by_job_id`](Self::find_batch_by_job_id).
+    /// With `created_after` (Unix seconds; give the time the job was recorded minus some
+    /// slack), the scan stops at the first older batch instead of paging through the
+    /// whole history.
     pub fn find_batch_for_job(
         &self,
         job_id: &str,
@@ -2287,7 +2276,7 @@ mod tests {
         );
         let server = Server::start(vec![json(200, &page1), json(200, &page2)]);
         let found = client_for(&server)
-            .find_batch_by_job_id("job-target", None)
+            .find_batch_for_job("job-target", None, None)
             .unwrap()
             .unwrap();
         assert_eq!(found.id, "batch_1");
@@ -2306,7 +2295,7 @@ mod tests {
         let server = Server::start(vec![json(200, &page1)]);
         let client = client_for(&server);
         assert_eq!(
-            client.find_batch_by_job_id("job-z", Some(250)).unwrap(),
+            client.find_batch_for_job("job-z", None, Some(250)).unwrap(),
             None
         );
         assert_eq!(server.count(), 1);
@@ -2567,7 +2556,10 @@ mod tests {
         );
         let server = Server::start(vec![json(200, &page), json(200, &page)]);
         let client = client_for(&server);
-        assert_eq!(client.find_batch_by_job_id("job-y", None).unwrap(), None);
+        assert_eq!(
+            client.find_batch_for_job("job-y", None, None).unwrap(),
+            None
+        );
         let found = client
             .find_batch_for_job("job-y", Some("file-mine"), None)
             .unwrap()
@@ -3267,7 +3259,7 @@ mod tests {
         eprintln!("lost create: {e}");
         assert!(e.may_have_reached_provider(), "{e:?}");
         let found = client
-            .find_batch_by_job_id(job, None)
+            .find_batch_for_job(job, None, None)
             .unwrap()
             .expect("the lost batch is found");
         let state = fake_control(&base, "/_fake/config", "{}");
@@ -3364,7 +3356,7 @@ mod tests {
             .unwrap();
         assert_eq!(created.job_id(), Some(job.as_str()));
         let found = client
-            .find_batch_by_job_id(&job, None)
+            .find_batch_for_job(&job, None, None)
             .unwrap()
             .expect("batch listed");
         assert_eq!(found.id, created.id);
