@@ -55,7 +55,7 @@ sqltest: release venv
 	  --host cli:$(VENV)/bin/duckdb test/sql/*.test
 
 pytest: release venv
-	AI_BATCH_EXTENSION=$(CURDIR)/$(EXT) AI_BATCH_EXTRA_DUCKDB=$(EXTRA_DIR) $(VPY) -m pytest -q tests
+	AI_BATCH_EXTENSION=$(CURDIR)/$(EXT) AI_BATCH_EXTRA_DUCKDB=$(EXTRA_DIR) $(VPY) -m pytest -q test/python
 
 test: fmt-check clippy unit sqltest pytest
 

@@ -5,6 +5,7 @@
 
 pub mod cost;
 pub mod http;
+pub mod lifecycle;
 pub mod openai;
 pub mod pretok;
 pub mod processor;

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import duckdb_cli
 
-EXTRA = os.environ.get("AI_BATCH_EXTRA_DUCKDB") or str(pathlib.Path(__file__).resolve().parent.parent / ".venv/duckdb-versions")
+EXTRA = os.environ.get("AI_BATCH_EXTRA_DUCKDB") or str(pathlib.Path(__file__).resolve().parents[2] / ".venv/duckdb-versions")
 
 
 def run_py(code: str, pythonpath: str | None = None, timeout: float = 60, env_extra=None):

@@ -1,13 +1,13 @@
 """A create whose answer never came back is never created twice (issue 9, items 1, 2, 4
 and part of 13): a create still in flight when refresh looks, a list without metadata,
 a status the code does not know, and what happens to the uploaded file when a create
-fails or never lands. The kill -9 variant is in tests/test_crash.py.
+fails or never lands. The kill -9 variant is in test/python/test_crash.py.
 
 The create timeout is shortened with AI_BATCH_CREATE_TIMEOUT_SECS (README, batch_refresh);
 refresh waits SETTLE_FACTOR (3) times that before concluding that a create will not land.
 
 Run: AI_BATCH_EXTENSION=$PWD/build/release/ai_batch.duckdb_extension \
-     .venv/bin/python -m pytest -q tests/test_reconcile.py
+     .venv/bin/python -m pytest -q test/python/test_reconcile.py
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 loopback to the fake OpenAI provider (fake_provider/).
 
 Run: AI_BATCH_EXTENSION=$PWD/build/release/ai_batch.duckdb_extension \
-         .venv/bin/python -m pytest -q tests/test_submit.py
+         .venv/bin/python -m pytest -q test/python/test_submit.py
 
 Every test checks three places: what batch_submit returned, what it recorded
 (batch_jobs / batch_items), and what the fake provider received (its counters, its
@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -563,7 +563,7 @@ BAD_SELECTIONS = [
     ("SELECT title AS id FROM issues", "must hold integer issue ids, not VARCHAR"),
     ("SELECT '3' AS id", "must hold integer issue ids, not VARCHAR"),
     ("SELECT 1.5 AS id", "must hold integer issue ids, not DECIMAL"),
-    # An id beyond BIGINT is refused with its value: tests/test_edges.py.
+    # An id beyond BIGINT is refused with its value: test/python/test_edges.py.
     ("SELECT id FROM no_such_table", "Table with name no_such_table does not exist"),
 ]
 

@@ -3,7 +3,7 @@
 import importlib.util
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("append_footer", ROOT / "tools/append_footer.py")
 append_footer = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(append_footer)

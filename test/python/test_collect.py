@@ -8,7 +8,7 @@ Issue 9, items 3, 5 and 6, against the loopback fake provider:
 - the API key, echoed by the provider, is stored and shown nowhere.
 
 Run: AI_BATCH_EXTENSION=$PWD/build/release/ai_batch.duckdb_extension \
-     .venv/bin/python -m pytest -q tests/test_collect.py
+     .venv/bin/python -m pytest -q test/python/test_collect.py
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "tests"):
+ROOT = Path(__file__).resolve().parents[2]
+for p in (ROOT, ROOT / "test" / "python"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

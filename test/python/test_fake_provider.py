@@ -1,6 +1,6 @@
 """Conformance tests of fake_provider against the official openai SDK (and raw HTTP).
 
-Run: /work/venv/bin/python -m pytest tests/test_fake_provider.py -q
+Run: /work/venv/bin/python -m pytest test/python/test_fake_provider.py -q
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -6,7 +6,7 @@ and batch_cancel() rows carry the counts, batch_history() shows `progress` ('n /
 the counts and `progress_at`. Against the loopback fake provider.
 
 Run: AI_BATCH_EXTENSION=$PWD/build/release/ai_batch.duckdb_extension \
-     .venv/bin/python -m pytest -q tests/test_progress.py
+     .venv/bin/python -m pytest -q test/python/test_progress.py
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "tests"):
+ROOT = Path(__file__).resolve().parents[2]
+for p in (ROOT, ROOT / "test" / "python"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fake_provider.pytest_plugin import fake_openai, fake_openai_server  # noqa: E402,F401
-from tests.test_submit import (  # noqa: E402,F401
+from test_submit import (  # noqa: E402,F401
     PL,
     assert_nothing_sent,
     assert_nothing_written,

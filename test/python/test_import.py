@@ -1,6 +1,6 @@
 """sql/schema.sql + sql/import_issues.sql, with the Python wheel and with the duckdb CLI.
 
-Run: python -m pytest tests/test_import.py -q
+Run: python -m pytest test/python/test_import.py -q
 The CLI is looked up in $DUCKDB_CLI, next to sys.executable (the venv's `duckdb`), then
 on PATH; the CLI tests are skipped when none is found.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "sql" / "schema.sql"
 IMPORT = ROOT / "sql" / "import_issues.sql"
 SAMPLE = ROOT / "data" / "sample" / "issues"

@@ -1,10 +1,10 @@
 """The life of a job after batch_submit: refresh, collect, cancel, retry, and "lose nothing".
 
 Every bullet of issue 4's "What lose nothing means" (except the kill -9 tests, which
-live in tests/test_crash.py) has a test here, against the loopback fake provider.
+live in test/python/test_crash.py) has a test here, against the loopback fake provider.
 
 Run: AI_BATCH_EXTENSION=$PWD/build/release/ai_batch.duckdb_extension \
-     .venv/bin/python -m pytest -q tests/test_lifecycle.py
+     .venv/bin/python -m pytest -q test/python/test_lifecycle.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import duckdb_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "test" / "run_sqllogictest.py"
 
 
