@@ -8,7 +8,7 @@ use duckdb::vtab::BindInfo;
 
 use super::refresh::{cells, columns};
 use super::{fail, job_id_param, ty, Cell, ColType, SqlError, SqlTable};
-use crate::refresh;
+use crate::cancel;
 use crate::runtime::Runtime;
 
 /// The `batch_cancel` table function.
@@ -31,7 +31,7 @@ impl SqlTable for Cancel {
     }
 
     fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {
-        let row = refresh::cancel(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
+        let row = cancel::cancel(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
         Ok(vec![cells(row)])
     }
 }
