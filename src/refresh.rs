@@ -215,7 +215,7 @@ impl Clients {
 }
 
 fn job_base_url(job: &Job) -> String {
-    crate::submit::base_url_or_default(job.base_url.clone())
+    crate::settings::base_url_or_default(job.base_url.clone())
 }
 
 /// Refreshes every active job, or the one named.
@@ -233,8 +233,8 @@ pub fn refresh(rt: &Arc<Runtime>, job_id: Option<&str>) -> Result<Vec<RefreshRow
     if jobs.iter().any(|j| !j.collected && j.status != "created") {
         clients.require_key()?;
     }
-    let prices =
-        crate::submit::price_table(conn).map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let prices = crate::store::prices::price_table(conn)
+        .map_err(|e| RefreshError::Invalid(e.to_string()))?;
     let mut prof = crate::profile::Profiler::new("refresh");
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -1005,8 +1005,8 @@ pub fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, RefreshErro
         store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;
     }
     let job = load_job(conn, job_id)?;
-    let prices =
-        crate::submit::price_table(conn).map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let prices = crate::store::prices::price_table(conn)
+        .map_err(|e| RefreshError::Invalid(e.to_string()))?;
     let mut prof = crate::profile::Profiler::new("cancel");
     let mut row = finish_poll(
         rt,
