@@ -106,8 +106,8 @@ pub(crate) fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, Refr
         store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;
     }
     let job = store::tracked_job(conn, job_id)?;
-    let prices =
-        crate::submit::price_table(conn).map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let prices = crate::store::prices::price_table(conn)
+        .map_err(|e| RefreshError::Invalid(e.to_string()))?;
     let mut prof = crate::profile::Profiler::new("cancel");
     let mut row = poll::finish_poll(rt, conn, &mut clients, &prices, &job, batch, old, &mut prof)?;
     if !row.message.starts_with("collected") && !row.message.starts_with("not collected") {

@@ -243,7 +243,7 @@ pub(crate) fn now_ms() -> i64 {
 
 /// `2026-11-30 12:34:56 UTC` for Unix milliseconds.
 pub(crate) fn utc_text(ms: i64) -> String {
-    let (y, mo, d, h, mi, s) = crate::submit::civil_from_unix(ms.div_euclid(1000));
+    let (y, mo, d, h, mi, s) = crate::jobid::civil_from_unix(ms.div_euclid(1000));
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }
 

@@ -746,59 +746,19 @@ pub fn expected_output_tokens(
     }
 }
 
-/// The estimate a job carries before it is submitted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobEstimate {
-    /// Input tokens of each issue's request, in input order.
-    pub input_tokens_per_issue: Vec<u64>,
-    /// Sum of `input_tokens_per_issue`.
-    pub input_tokens: u64,
-    /// Expected output tokens per request.
-    pub output_tokens_per_issue: u64,
-    /// Expected output tokens of the job.
-    pub output_tokens: u64,
-    /// The encoding used to count.
-    pub encoding: Encoding,
-    /// Whether the encoding is the model's own (false: approximated with o200k_base).
-    pub exact_tokenizer: bool,
-    /// The price row used, if any.
-    pub price: Option<ModelPrice>,
-    /// How the price matched, if it did.
-    pub price_match: Option<MatchKind>,
-    /// The cost in USD, rounded to 4 decimals; `None` when no price is known.
-    pub cost_usd: Option<f64>,
-    /// Why the cost is unknown or approximate, for the user.
-    pub note: Option<String>,
-}
-
-/// Estimates a job: counts every issue's request (in parallel), applies the expected
-/// output tokens, and prices it. An unknown model gives `cost_usd: None` and a note.
-pub fn estimate_job(
-    processor: &Processor,
-    model: &str,
-    issues: &[IssueInput],
-    prices: &PriceTable,
-    history_average_output: Option<f64>,
-) -> Result<JobEstimate, CostError> {
-    let (encoding, exact) = Encoding::for_model_or_approx(model);
-    let counter = RequestTokenCounter::new(processor, encoding)?;
-    let per_issue: Vec<u64> = counter
-        .count_issues(issues)
-        .into_iter()
-        .map(|n| n as u64)
-        .collect();
-    let input_tokens: u64 = per_issue.iter().sum();
-    let out_each = expected_output_tokens(processor, model, history_average_output);
-    let output_tokens = out_each.saturating_mul(issues.len() as u64);
-
+/// The price row for `model` and a note for the user when the estimate is partial (no
+/// exact tokenizer, or no price). The one place a job's estimate is priced.
+pub fn price_and_note(prices: &PriceTable, model: &str) -> (Option<ModelPrice>, Option<String>) {
     let mut notes = Vec::new();
+    let (encoding, exact) = Encoding::for_model_or_approx(model);
     if !exact {
         notes.push(format!(
-            "tokens counted with {} as an approximation: no tokenizer is known for model '{model}'",
-            encoding.name()
+            "tokens counted with {} as an approximation: no tokenizer is known for model '{}'",
+            encoding.name(),
+            crate::text::echo(model)
         ));
     }
-    let (price, price_match, cost_usd) = match prices.lookup(model) {
+    let price = match prices.lookup(model) {
         Ok(m) => {
             if m.kind == MatchKind::Prefix {
                 notes.push(format!(
@@ -806,33 +766,14 @@ pub fn estimate_job(
                     m.price.model
                 ));
             }
-            (
-                Some(m.price.clone()),
-                Some(m.kind),
-                Some(estimate_cost(input_tokens, output_tokens, m.price)),
-            )
+            Some(m.price.clone())
         }
         Err(no) => {
             notes.push(no.to_string());
-            (None, None, None)
+            None
         }
     };
-    Ok(JobEstimate {
-        input_tokens_per_issue: per_issue,
-        input_tokens,
-        output_tokens_per_issue: out_each,
-        output_tokens,
-        encoding,
-        exact_tokenizer: exact,
-        price,
-        price_match,
-        cost_usd,
-        note: if notes.is_empty() {
-            None
-        } else {
-            Some(notes.join("; "))
-        },
-    })
+    (price, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 
 #[cfg(test)]
@@ -1264,42 +1205,28 @@ mod tests {
     }
 
     #[test]
-    fn job_estimate() {
-        let issues: Vec<IssueInput> = (0..3)
-            .map(|n| IssueInput {
-                id: n,
-                org: "o".into(),
-                repo: "r".into(),
-                number: n,
-                title: format!("title {n}"),
-                body: Some("body text".into()),
-                state: "open".into(),
-                ..Default::default()
-            })
-            .collect();
+    fn price_and_note_says_when_the_estimate_is_partial() {
         let prices = PriceTable::builtin();
-        let e = estimate_job(pl(), "gpt-4o-mini", &issues, &prices, None).unwrap();
-        assert_eq!(e.input_tokens_per_issue.len(), 3);
-        assert_eq!(e.input_tokens, e.input_tokens_per_issue.iter().sum::<u64>());
-        assert_eq!(e.output_tokens, 1_200);
-        assert!(e.exact_tokenizer);
-        assert_eq!(e.note, None);
-        let p = e.price.clone().unwrap();
-        assert_eq!(e.cost_usd, Some(estimate_cost(e.input_tokens, 1_200, &p)));
+        let (price, note) = price_and_note(&prices, "gpt-4o-mini");
+        assert_eq!(note, None);
+        let p = price.unwrap();
+        assert_eq!(p.model, "gpt-4o-mini");
+        assert_eq!(estimate_cost(0, 0, &p), 0.0);
 
-        let e = estimate_job(pl(), "claude-sonnet-4", &issues, &prices, None).unwrap();
-        assert_eq!(e.cost_usd, None);
-        assert!(!e.exact_tokenizer);
-        let note = e.note.unwrap();
+        let (price, note) = price_and_note(&prices, "claude-sonnet-4");
+        assert_eq!(price, None);
+        let note = note.unwrap();
         assert!(
             note.contains("approximation") && note.contains("no price known"),
             "{note}"
         );
 
-        let e = estimate_job(pl(), "gpt-4o-mini", &[], &prices, None).unwrap();
+        // A family match is priced as its closest model, and says so.
+        let (price, note) = price_and_note(&prices, "gpt-5-chat-latest");
+        assert_eq!(price.unwrap().model, "gpt-5");
         assert_eq!(
-            (e.input_tokens, e.output_tokens, e.cost_usd),
-            (0, 0, Some(0.0))
+            note.as_deref(),
+            Some("priced as 'gpt-5' (closest known model)")
         );
     }
 }

@@ -123,7 +123,7 @@ impl Clients {
 }
 
 pub(crate) fn job_base_url(job: &TrackedJob) -> String {
-    crate::submit::base_url_or_default(job.base_url.clone())
+    crate::settings::base_url_or_default(job.base_url.clone())
 }
 
 /// What refresh does next for `job` (see [`lifecycle::refresh_step`]).
@@ -152,8 +152,8 @@ pub(crate) fn refresh(
     if jobs.iter().any(|j| step(j).needs_key()) {
         clients.require_key()?;
     }
-    let prices =
-        crate::submit::price_table(conn).map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let prices = crate::store::prices::price_table(conn)
+        .map_err(|e| RefreshError::Invalid(e.to_string()))?;
     let mut prof = crate::profile::Profiler::new("refresh");
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {

@@ -15,6 +15,8 @@ use duckdb::{Connection, Transaction};
 
 mod items;
 mod jobs;
+pub mod prices;
+pub mod record;
 mod results;
 mod schema;
 
