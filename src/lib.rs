@@ -4,6 +4,7 @@
 //! This file is the entrypoint and registration only. See `docs/ARCHITECTURE.md`.
 
 mod build;
+pub mod cancel;
 pub mod failpoint;
 pub mod guard;
 mod jobid;

@@ -8,7 +8,8 @@ use duckdb::vtab::BindInfo;
 
 use super::refresh::columns;
 use super::{fail, job_id_param, ty, Col, SqlError, SqlTable};
-use crate::refresh::{self, RefreshRow};
+use crate::cancel;
+use crate::refresh::RefreshRow;
 use crate::runtime::Runtime;
 
 /// The `batch_cancel` table function.
@@ -32,7 +33,7 @@ impl SqlTable for Cancel {
     }
 
     fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<RefreshRow>, SqlError> {
-        let row = refresh::cancel(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
+        let row = cancel::cancel(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
         Ok(vec![row])
     }
 }
