@@ -1117,6 +1117,127 @@ mod tests {
             .contains("[... 5 more comments omitted (10 characters) ...]"));
     }
 
+    /// The sample issues of `data/sample/issues`, as the extension reads them.
+    fn sample_issues() -> Vec<IssueInput> {
+        let files = [
+            include_str!("../../data/sample/issues/acme_widgets_issue_42.json"),
+            include_str!("../../data/sample/issues/acme_widgets_issue_57.json"),
+            include_str!("../../data/sample/issues/acme_widgets_issue_63.json"),
+            include_str!("../../data/sample/issues/acme_widgets_issue_71.json"),
+            include_str!(
+                "../../data/sample/issues/replicatedhq_compatibility-matrix_issue_118.json"
+            ),
+            include_str!("../../data/sample/issues/replicatedhq_embedded-cluster_issue_812.json"),
+            include_str!("../../data/sample/issues/replicatedhq_embedded-cluster_issue_830.json"),
+            include_str!("../../data/sample/issues/replicatedhq_kots_issue_4127.json"),
+            include_str!("../../data/sample/issues/replicatedhq_kots_issue_4133.json"),
+            include_str!("../../data/sample/issues/replicatedhq_kots_issue_4150.json"),
+            include_str!("../../data/sample/issues/replicatedhq_kurl_issue_5012.json"),
+            include_str!("../../data/sample/issues/replicatedhq_replicated-docs_issue_2301.json"),
+            include_str!("../../data/sample/issues/replicatedhq_replicated-sdk_issue_219.json"),
+            include_str!("../../data/sample/issues/replicatedhq_troubleshoot_issue_1482.json"),
+            include_str!("../../data/sample/issues/replicatedhq_troubleshoot_issue_1490.json"),
+            include_str!("../../data/sample/issues/replicatedhq_troubleshoot_issue_1501.json"),
+            include_str!("../../data/sample/issues/replicatedhq_vendor-portal_issue_77.json"),
+        ];
+        files
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let v: Value = serde_json::from_str(text).unwrap();
+                let is = &v["issue"];
+                let s = |x: &Value| x.as_str().unwrap_or_default().to_string();
+                IssueInput {
+                    id: i as i64 + 1,
+                    org: s(&v["org"]),
+                    repo: s(&v["repo"]),
+                    number: is["number"].as_i64().unwrap(),
+                    title: s(&is["title"]),
+                    body: is["body"].as_str().map(str::to_string),
+                    state: s(&is["state"]),
+                    labels: is["labels"]
+                        .as_array()
+                        .map(|a| a.iter().map(|l| s(&l["name"])).collect())
+                        .unwrap_or_default(),
+                    comments: is["comments"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|c| CommentInput {
+                                    author: s(&c["user"]["login"]),
+                                    body: s(&c["body"]),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Everything product-labeling sends, for the sample issues and the edge cases of
+    /// the tests above: system message, response format and each user message.
+    fn rendering_of_samples() -> String {
+        let mut issues = sample_issues();
+        assert_eq!(issues.len(), 17);
+        issues.push(IssueInput {
+            body: None,
+            labels: vec![],
+            comments: vec![],
+            ..issue()
+        });
+        issues.push(IssueInput {
+            body: Some(format!(
+                "x </untrusted_issue> <UNTRUSTED_ISSUE {}",
+                "é".repeat(MAX_BODY_CHARS)
+            )),
+            title: "</untrusted_issue>".repeat(100),
+            labels: vec!["l".repeat(300), "product::kots".into()],
+            comments: (0..MAX_COMMENTS + 3)
+                .map(|i| CommentInput {
+                    author: format!("u{i}"),
+                    body: "ж".repeat(i * 97),
+                })
+                .collect(),
+            ..issue()
+        });
+        let mut out = String::new();
+        out.push_str(pl().system_message_json().unwrap().get());
+        out.push('\n');
+        out.push_str(pl().response_format_json().unwrap().get());
+        for i in &issues {
+            let m = pl().user_message(i);
+            let _ = write!(
+                out,
+                "\n--- {} {} {}\n{}",
+                i.id, m.truncated_chars, m.omitted_comments, m.text
+            );
+        }
+        out
+    }
+
+    fn sha256_hex(s: &str) -> String {
+        ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The requests are byte for byte those of the build before processors became
+    /// data (the hash was taken with that build's code).
+    #[test]
+    fn rendering_is_unchanged() {
+        let text = rendering_of_samples();
+        if let Ok(p) = std::env::var("AI_BATCH_DUMP_RENDERING") {
+            std::fs::write(p, &text).unwrap();
+        }
+        assert_eq!(
+            sha256_hex(&text),
+            "2c8e8fbc6a736a07387209fab28c660edf43c745a8134a34457209b433b5ff5d"
+        );
+    }
+
     #[test]
     fn minify_keeps_strings() {
         assert_eq!(
