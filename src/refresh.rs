@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use ai_batch_core::cost::{self, PriceTable};
 use ai_batch_core::openai::{Batch, BatchStatus, ClientOptions, OpenAiClient, OpenAiError};
-use ai_batch_core::processor::{self, Processor};
+use ai_batch_core::processor::Processor;
 use ai_batch_core::results::{self, Outcome};
 use duckdb::{params, Connection, OptionalExt};
 
@@ -638,8 +638,10 @@ fn collect(
     batch: &Batch,
     prof: &mut crate::profile::Profiler,
 ) -> Result<Collected, RefreshError> {
-    let proc_: &Processor = processor::require_processor(&job.processor)
+    // The processor of the job's own version, not today's of that name.
+    let resolved = store::processors::resolve(conn, &job.processor, &job.processor_version)
         .map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let proc_: &Processor = &resolved;
     // Download first (no lock held, nothing written): a failure leaves the job as is.
     let mut dl = download_results(client, batch)?;
     prof.mark("download", dl.files.iter().map(|f| f.2.len() as u64).sum());

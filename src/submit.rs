@@ -1147,6 +1147,7 @@ fn record_job(
     let selection = req.selection_text();
     let base_url = effective_base_url(req);
     store::in_transaction(conn, || -> Result<i64, SubmitError> {
+        store::processors::record(conn, proc_)?;
         let pk: i64 = conn.query_row(
             "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
                 issues_count, skipped_count, cost_estimate, estimated_input_tokens, \

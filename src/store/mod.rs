@@ -12,6 +12,8 @@
 
 use duckdb::{params, Connection, OptionalExt};
 
+pub mod processors;
+
 /// Tables the extension owns, in creation order.
 pub const OWNED_TABLES: [&str; 3] = ["batch_jobs", "batch_items", "ai_analyses"];
 
