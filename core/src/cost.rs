@@ -114,32 +114,9 @@ const PIECE_CACHE_MAX_LEN: usize = 48;
 /// few tens of MB per thread).
 const PIECE_CACHE_MAX: usize = 400_000;
 
-/// FxHash (the rustc hasher): fast for short keys; the keys are not attacker-chosen
-/// in a way that matters (worst case: a slower count).
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(buf));
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u128(&mut self, x: u128) {
-        self.write_u64(x as u64);
-        self.write_u64((x >> 64) as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K> = std::collections::HashMap<K, u32, std::hash::BuildHasherDefault<FxHasher>>;
+/// FxHash (the rustc hasher, `rustc-hash`): fast for short keys; the keys are not
+/// attacker-chosen in a way that matters (worst case: a slower count).
+type FxMap<K> = rustc_hash::FxHashMap<K, u32>;
 
 /// Pieces up to this many bytes are keyed inline, as one `u128` (the bytes, then the
 /// length in the last byte): no allocation, no pointer to follow, no `memcmp`. Most

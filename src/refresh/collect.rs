@@ -10,7 +10,7 @@ use ai_batch_core::cost::{self, PriceTable};
 use ai_batch_core::lifecycle::code::{self, RESULT_UNAVAILABLE, RESULT_UNREADABLE};
 use ai_batch_core::lifecycle::{self, BatchErrors, ItemStatus, JobStatus, ResultFiles};
 use ai_batch_core::openai::{Batch, OpenAiClient, OpenAiError};
-use ai_batch_core::processor::{self, Processor};
+use ai_batch_core::processor::Processor;
 use ai_batch_core::results::{self, Outcome};
 use duckdb::Connection;
 
@@ -167,8 +167,10 @@ pub(super) fn collect(
     batch: &Batch,
     prof: &mut crate::profile::Profiler,
 ) -> Result<Collected, RefreshError> {
-    let proc_: &Processor = processor::require_processor(&job.processor)
+    // The processor of the job's own version, not today's of that name.
+    let resolved = store::processors::resolve(conn, &job.processor, &job.processor_version)
         .map_err(|e| RefreshError::Invalid(e.to_string()))?;
+    let proc_: &Processor = &resolved;
     // Download first (no lock held, nothing written): a failure leaves the job as is.
     let mut dl = download_results(client, batch)?;
     prof.mark("download", dl.files.iter().map(|f| f.2.len() as u64).sum());

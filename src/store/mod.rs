@@ -16,6 +16,7 @@ use duckdb::{Connection, Transaction};
 mod items;
 mod jobs;
 pub mod prices;
+pub mod processors;
 pub mod record;
 mod results;
 mod schema;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ai_batch_core::lifecycle::{ItemStatus, JobStatus};
+use ai_batch_core::processor::Processor;
 use ai_batch_core::requests::custom_id;
 use duckdb::{params, Connection};
 
@@ -144,8 +145,8 @@ pub(crate) fn classify(
 pub(crate) struct NewJob<'a> {
     pub job_id: &'a str,
     pub provider: &'a str,
-    pub processor: &'a str,
-    pub processor_version: &'a str,
+    /// The processor, whose definition is stored with its version (`batch_processors`).
+    pub processor: &'a Processor,
     pub model: &'a str,
     /// The selection-level skipped count (on the first job of a submit only).
     pub skipped: i64,
@@ -169,6 +170,7 @@ pub(crate) struct NewJob<'a> {
 /// key.
 pub(crate) fn record_job(conn: &Connection, job: &NewJob<'_>) -> duckdb::Result<i64> {
     super::in_transaction(conn, || -> duckdb::Result<i64> {
+        super::processors::record(conn, job.processor)?;
         let pk: i64 = conn.query_row(
             "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
                 issues_count, skipped_count, cost_estimate, estimated_input_tokens, \
@@ -177,8 +179,8 @@ pub(crate) fn record_job(conn: &Connection, job: &NewJob<'_>) -> duckdb::Result<
             params![
                 job.job_id,
                 job.provider,
-                job.processor,
-                job.processor_version,
+                job.processor.name(),
+                job.processor.version(),
                 job.model,
                 JobStatus::Created.as_str(),
                 job.issue_ids.len() as i64,

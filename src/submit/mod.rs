@@ -335,8 +335,7 @@ fn record_job(
     let job = NewJob {
         job_id: &p.built.job_id,
         provider: &req.provider,
-        processor: proc_.name(),
-        processor_version: proc_.version(),
+        processor: proc_,
         model: &req.model,
         skipped,
         cost_estimate: p.cost_estimate,
