@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+mod validate;
+use validate::{check_range, check_value};
+
 /// Maximum characters (Unicode scalar values) of an issue title sent to the model.
 /// GitHub caps titles at 256 characters; this only guards against odd imports.
 const MAX_TITLE_CHARS: usize = 1_000;
@@ -601,19 +604,6 @@ fn schema_name(processor: &str) -> String {
         .collect()
 }
 
-/// Checks a [`NumberRange`]; errors are `(path, reason)`.
-fn check_range(r: &NumberRange, value: &Value) -> Result<(), (String, String)> {
-    let path = || format!("$.{}", r.field);
-    match value.get(&r.field).and_then(Value::as_f64) {
-        Some(c) if (r.min..=r.max).contains(&c) => Ok(()),
-        Some(c) => Err((
-            path(),
-            format!("{c} is outside the range {}..{}", r.min, r.max),
-        )),
-        None => Err((path(), "missing or not a number".to_string())),
-    }
-}
-
 /// Removes insignificant whitespace from a JSON text, keeping everything else
 /// (including key order) byte for byte.
 fn minify_json(src: &str) -> String {
@@ -652,12 +642,14 @@ fn file_text(s: &str) -> &str {
 /// The built-in `product-labeling` definition: recommends the `product::<name>`
 /// label(s) a GitHub issue belongs to.
 fn product_labeling_definition() -> Result<Definition, String> {
-    let schema = file_text(include_str!("../processors/product-labeling/schema.json"));
+    let schema = file_text(include_str!(
+        "../../processors/product-labeling/schema.json"
+    ));
     Ok(Definition {
         name: PRODUCT_LABELING.to_string(),
-        system_prompt: file_text(include_str!("../processors/product-labeling/system.md"))
+        system_prompt: file_text(include_str!("../../processors/product-labeling/system.md"))
             .to_string(),
-        user_template: file_text(include_str!("../processors/product-labeling/user.md"))
+        user_template: file_text(include_str!("../../processors/product-labeling/user.md"))
             .to_string(),
         budgets: Budgets {
             title_chars: MAX_TITLE_CHARS,
@@ -831,111 +823,6 @@ fn push_truncated(out: &mut String, s: &str, max_chars: usize) -> (usize, usize)
         out.push_str(&truncation_marker(removed));
     }
     (kept_chars, removed)
-}
-
-// ---------------------------------------------------------------------------
-// A validator for the JSON-schema subset strict structured outputs use
-// ---------------------------------------------------------------------------
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn type_matches(expected: &str, v: &Value) -> bool {
-    match expected {
-        "number" => v.is_number(),
-        "integer" => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
-        other => type_name(v) == other,
-    }
-}
-
-/// Checks `value` against the subset of JSON schema this crate writes: `type` (one or
-/// a list), `enum`, `properties` / `required` / `additionalProperties: false`, `items`,
-/// `minimum` / `maximum`. Other keywords are ignored. Errors are `(path, reason)`.
-fn check_value(schema: &Value, value: &Value, path: &mut String) -> Result<(), (String, String)> {
-    let fail = |path: &str, reason: String| Err((path.to_string(), reason));
-
-    if let Some(t) = schema.get("type") {
-        let ok = match t {
-            Value::String(s) => type_matches(s, value),
-            Value::Array(ts) => ts
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|s| type_matches(s, value)),
-            _ => true,
-        };
-        if !ok {
-            return fail(path, format!("expected {t}, found {}", type_name(value)));
-        }
-    }
-    if let Some(Value::Array(allowed)) = schema.get("enum") {
-        if !allowed.contains(value) {
-            let shown = match value {
-                Value::String(s) => format!("'{}'", truncate_chars(s, 80).0),
-                other => type_name(other).to_string(),
-            };
-            let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            return fail(path, format!("{shown} is not one of {}", list.join(", ")));
-        }
-    }
-    if let Some(x) = value.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-            if x < min {
-                return fail(path, format!("{x} is below the minimum {min}"));
-            }
-        }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-            if x > max {
-                return fail(path, format!("{x} is above the maximum {max}"));
-            }
-        }
-    }
-    if let Value::Object(obj) = value {
-        let props = schema.get("properties").and_then(Value::as_object);
-        if let Some(Value::Array(required)) = schema.get("required") {
-            for key in required.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(key) {
-                    return fail(path, format!("required key '{key}' is missing"));
-                }
-            }
-        }
-        let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
-        for (key, child) in obj {
-            match props.and_then(|p| p.get(key)) {
-                Some(child_schema) => {
-                    let len = path.len();
-                    path.push('.');
-                    path.push_str(key);
-                    check_value(child_schema, child, path)?;
-                    path.truncate(len);
-                }
-                None if closed => {
-                    return fail(
-                        path,
-                        format!("unexpected key '{}'", truncate_chars(key, 80).0),
-                    );
-                }
-                None => {}
-            }
-        }
-    }
-    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
-        for (i, item) in items.iter().enumerate() {
-            let len = path.len();
-            let _ = write!(path, "[{i}]");
-            check_value(item_schema, item, path)?;
-            path.truncate(len);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1324,25 +1211,31 @@ mod tests {
     /// The sample issues of `data/sample/issues`, as the extension reads them.
     fn sample_issues() -> Vec<IssueInput> {
         let files = [
-            include_str!("../../data/sample/issues/acme_widgets_issue_42.json"),
-            include_str!("../../data/sample/issues/acme_widgets_issue_57.json"),
-            include_str!("../../data/sample/issues/acme_widgets_issue_63.json"),
-            include_str!("../../data/sample/issues/acme_widgets_issue_71.json"),
+            include_str!("../../../data/sample/issues/acme_widgets_issue_42.json"),
+            include_str!("../../../data/sample/issues/acme_widgets_issue_57.json"),
+            include_str!("../../../data/sample/issues/acme_widgets_issue_63.json"),
+            include_str!("../../../data/sample/issues/acme_widgets_issue_71.json"),
             include_str!(
-                "../../data/sample/issues/replicatedhq_compatibility-matrix_issue_118.json"
+                "../../../data/sample/issues/replicatedhq_compatibility-matrix_issue_118.json"
             ),
-            include_str!("../../data/sample/issues/replicatedhq_embedded-cluster_issue_812.json"),
-            include_str!("../../data/sample/issues/replicatedhq_embedded-cluster_issue_830.json"),
-            include_str!("../../data/sample/issues/replicatedhq_kots_issue_4127.json"),
-            include_str!("../../data/sample/issues/replicatedhq_kots_issue_4133.json"),
-            include_str!("../../data/sample/issues/replicatedhq_kots_issue_4150.json"),
-            include_str!("../../data/sample/issues/replicatedhq_kurl_issue_5012.json"),
-            include_str!("../../data/sample/issues/replicatedhq_replicated-docs_issue_2301.json"),
-            include_str!("../../data/sample/issues/replicatedhq_replicated-sdk_issue_219.json"),
-            include_str!("../../data/sample/issues/replicatedhq_troubleshoot_issue_1482.json"),
-            include_str!("../../data/sample/issues/replicatedhq_troubleshoot_issue_1490.json"),
-            include_str!("../../data/sample/issues/replicatedhq_troubleshoot_issue_1501.json"),
-            include_str!("../../data/sample/issues/replicatedhq_vendor-portal_issue_77.json"),
+            include_str!(
+                "../../../data/sample/issues/replicatedhq_embedded-cluster_issue_812.json"
+            ),
+            include_str!(
+                "../../../data/sample/issues/replicatedhq_embedded-cluster_issue_830.json"
+            ),
+            include_str!("../../../data/sample/issues/replicatedhq_kots_issue_4127.json"),
+            include_str!("../../../data/sample/issues/replicatedhq_kots_issue_4133.json"),
+            include_str!("../../../data/sample/issues/replicatedhq_kots_issue_4150.json"),
+            include_str!("../../../data/sample/issues/replicatedhq_kurl_issue_5012.json"),
+            include_str!(
+                "../../../data/sample/issues/replicatedhq_replicated-docs_issue_2301.json"
+            ),
+            include_str!("../../../data/sample/issues/replicatedhq_replicated-sdk_issue_219.json"),
+            include_str!("../../../data/sample/issues/replicatedhq_troubleshoot_issue_1482.json"),
+            include_str!("../../../data/sample/issues/replicatedhq_troubleshoot_issue_1490.json"),
+            include_str!("../../../data/sample/issues/replicatedhq_troubleshoot_issue_1501.json"),
+            include_str!("../../../data/sample/issues/replicatedhq_vendor-portal_issue_77.json"),
         ];
         files
             .iter()
