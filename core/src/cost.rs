@@ -7,7 +7,7 @@
 //! Counts use `bpe-openai`, which gives exactly tiktoken's counts (cross-checked in
 //! tests against `tiktoken-rs` and in the Python suite against `tiktoken`) and was the
 //! faster of the two here. Its tokenizers are built once per process, on first use
-//! (about 60 ms for o200k_base); [`warm_up`] forces that early.
+//! (about 60 ms for o200k_base).
 //!
 //! Input tokens of one chat request (the OpenAI cookbook's formula for the gpt-4o era,
 //! plus the schema):
@@ -27,7 +27,7 @@
 //! integers (prices are kept to 6 decimals, i.e. micro-dollars per 1M tokens) and
 //! rounded once, half away from zero, to 4 decimals: the `DECIMAL(10,4)` of
 //! `batch_jobs.cost_estimate`. Per-item costs should be summed with
-//! [`cost_usd_unrounded`] and rounded per job with [`round_usd`], or computed per job
+//! [`cost_usd_unrounded`] and rounded per job (the `DECIMAL` cast does it), or computed per job
 //! from summed tokens with [`estimate_cost`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,19 +35,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::processor::{IssueInput, Processor, ProcessorError};
 
 /// Tokens the chat format adds around every message (cookbook value for gpt-4o and later).
-pub const TOKENS_PER_MESSAGE: usize = 3;
+pub(crate) const TOKENS_PER_MESSAGE: usize = 3;
 /// Tokens that prime the assistant's reply (`<|start|>assistant<|message|>`).
-pub const REPLY_PRIMING_TOKENS: usize = 3;
+pub(crate) const REPLY_PRIMING_TOKENS: usize = 3;
 /// Extra output tokens assumed for reasoning models (o-series, gpt-5 family) when no
 /// job history exists: their hidden reasoning is billed as output. A rough guess for a
 /// short classification task at default effort; replaced by the history average as
 /// soon as one job of this processor and model was collected.
-pub const DEFAULT_REASONING_OUTPUT_TOKENS: u32 = 1_000;
+pub(crate) const DEFAULT_REASONING_OUTPUT_TOKENS: u32 = 1_000;
 /// Below this many bytes of text in total, [`count_many`]-style helpers stay on the
 /// calling thread (starting threads costs more than it saves).
-pub const PARALLEL_MIN_BYTES: usize = 256 * 1024;
-/// Month the built-in price table was checked.
-pub const PRICES_AS_OF: &str = "2026-11";
+pub(crate) const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 
 /// Errors of this module.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -256,11 +254,6 @@ impl Encoding {
     }
 }
 
-/// Builds the tokenizer of `encoding` now rather than on first count.
-pub fn warm_up(encoding: Encoding) {
-    let _ = encoding.count("warm up");
-}
-
 /// [`Encoding::count_many`] with o200k_base, the encoding of every current OpenAI model.
 pub fn count_many(texts: &[&str]) -> Vec<usize> {
     Encoding::O200kBase.count_many(texts)
@@ -395,11 +388,11 @@ impl<'a> RequestTokenCounter<'a> {
 /// Source: OpenAI's pricing page (platform.openai.com/docs/pricing, now
 /// developers.openai.com/api/docs/pricing), standard rates as quoted in copies of that
 /// page dated March to November 2026, halved for the Batch API (OpenAI's Batch API
-/// discount is 50 % on input and output). Checked 2026-11 ([`PRICES_AS_OF`]). Variants
+/// discount is 50 % on input and output). Checked 2026-11. Variants
 /// priced differently from their family (pro, mini of o3, the 2024-05-13 gpt-4o
 /// snapshot) are listed so that prefix matching cannot price them as the base model.
 /// Users override or extend this table with their own rows.
-pub const BUILTIN_BATCH_PRICES: &[(&str, f64, f64)] = &[
+pub(crate) const BUILTIN_BATCH_PRICES: &[(&str, f64, f64)] = &[
     ("gpt-5", 0.625, 5.00),
     ("gpt-5-mini", 0.125, 1.00),
     ("gpt-5-nano", 0.025, 0.20),
@@ -650,11 +643,6 @@ impl PriceTable {
     }
 }
 
-/// Rounds a USD amount half away from zero to 4 decimals (`DECIMAL(10,4)`).
-pub fn round_usd(usd: f64) -> f64 {
-    (usd * 10_000.0).round() / 10_000.0
-}
-
 /// The exact cost in units of 1e-12 USD (prices kept to 6 decimals).
 fn cost_picousd(input_tokens: u64, output_tokens: u64, price: &ModelPrice) -> u128 {
     u128::from(input_tokens) * micro(price.input_per_mtok)
@@ -663,7 +651,7 @@ fn cost_picousd(input_tokens: u64, output_tokens: u64, price: &ModelPrice) -> u1
 
 /// The cost in ten-thousandths of a USD (the scaled integer of a `DECIMAL(10,4)`),
 /// computed exactly and rounded half up. Saturates at `i64::MAX`.
-pub fn estimate_cost_ten_thousandths(
+pub(crate) fn estimate_cost_ten_thousandths(
     input_tokens: u64,
     output_tokens: u64,
     price: &ModelPrice,
@@ -692,7 +680,7 @@ pub fn cost_usd_unrounded(input_tokens: u64, output_tokens: u64, price: &ModelPr
 
 /// Whether `model` is a reasoning model whose hidden reasoning is billed as output
 /// (o1, o3, o4-mini, the gpt-5 family except `gpt-5-chat`).
-pub fn is_reasoning_model(model: &str) -> bool {
+pub(crate) fn is_reasoning_model(model: &str) -> bool {
     let m = base_model(model);
     if m.starts_with("gpt-5") && m.contains("chat") {
         return false;
@@ -1162,8 +1150,6 @@ mod tests {
         assert_eq!(estimate_cost(2_000_000, 400_000, &price(1.25, 5.0)), 4.5);
         // Huge counts do not overflow.
         assert!(estimate_cost(u64::MAX, u64::MAX, &price(1e6, 1e6)) > 1e9);
-        assert_eq!(round_usd(0.123_45), 0.1235);
-        assert_eq!(round_usd(0.123_44), 0.1234);
         let u = cost_usd_unrounded(1_234, 0, &p);
         assert!((u - 0.000_092_55).abs() < 1e-15);
     }
