@@ -1,5 +1,5 @@
 //! Job ids (`job_YYYYMMDD_HHMMSS_xxxxxx`) and the one civil-date function the
-//! extension uses to turn a Unix time into UTC calendar fields.
+//! extension uses to turn a Unix time into UTC calendar fields, and the clock (`now_ms`).
 
 /// A new human-usable job id: `job_YYYYMMDD_HHMMSS_xxxxxx`.
 pub(crate) fn new_job_id() -> String {
@@ -9,12 +9,16 @@ pub(crate) fn new_job_id() -> String {
     let suffix: String = (0..6)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (y, mo, d, h, mi, s) = civil_from_unix(now);
+    let (y, mo, d, h, mi, s) = civil_from_unix(now_ms().div_euclid(1000));
     format!("job_{y:04}{mo:02}{d:02}_{h:02}{mi:02}{s:02}_{suffix}")
+}
+
+/// Unix milliseconds now (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// UTC calendar fields (year, month, day, hour, minute, second) of a Unix time

@@ -233,14 +233,6 @@ pub(crate) fn reconcile(
     }
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// `2026-11-30 12:34:56 UTC` for Unix milliseconds.
 pub(crate) fn utc_text(ms: i64) -> String {
     let (y, mo, d, h, mi, s) = crate::jobid::civil_from_unix(ms.div_euclid(1000));

@@ -140,12 +140,6 @@ fn finished_at(batch: &Batch) -> Option<i64> {
         .or(batch.cancelled_at)
 }
 
-fn now_epoch() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Downloads the result files of a terminal batch and applies them atomically.
 ///
 /// The files are applied as final only when they are whole: every download complete
@@ -207,8 +201,9 @@ pub(super) fn collect(
         false
     } else {
         let attempts = store::collect_attempts(conn, job.pk)? + 1;
-        let waited =
-            finished_at(batch).is_none_or(|t| now_epoch() - t >= COLLECT_GIVE_UP_AFTER_SECS);
+        let waited = finished_at(batch).is_none_or(|t| {
+            crate::jobid::now_ms().div_euclid(1000) - t >= COLLECT_GIVE_UP_AFTER_SECS
+        });
         let why = format!(
             "{}{}",
             dl.bad.join("; "),

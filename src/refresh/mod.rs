@@ -323,7 +323,7 @@ fn refresh_uploaded(
         created_epoch: job.created_epoch,
         sent_ms: job.sent_ms,
     };
-    match reconcile::reconcile(conn, client, &uploaded, window, reconcile::now_ms())? {
+    match reconcile::reconcile(conn, client, &uploaded, window, crate::jobid::now_ms())? {
         Outcome::Found(batch, note) => {
             store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;
             let job = store::tracked_job(conn, &job.job_id)?;

@@ -27,7 +27,7 @@ use super::submit::{columns, rows, SubmitRow, NAME};
 use super::{fail, write_cell, BoxError, ColType, SqlError};
 use crate::runtime::Runtime;
 use crate::submit::request::{self, Draft, NamedValues, PARAMS};
-use crate::submit::{self, Selection, SubmitError};
+use crate::submit::{self, is_integer_type, Selection, SubmitError};
 
 /// An option value read from a STRUCT field or a JSON object.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,10 +190,6 @@ fn read_int(v: &FlatVector<'_>, t: LogicalTypeId, row: usize) -> Result<Option<i
     }
 }
 
-fn is_int(t: LogicalTypeId) -> bool {
-    crate::submit::is_integer_type(t)
-}
-
 fn read_opt(
     name: &str,
     v: &FlatVector<'_>,
@@ -234,7 +230,7 @@ fn read_opt(
                 raw.map(|r| Opt::Float(r as f64 / 10f64.powi(scale)))
                     .unwrap_or(Opt::Null)
             }
-            t if is_int(t) => read_int(v, t, row)
+            t if is_integer_type(t) => read_int(v, t, row)
                 .map_err(|text| {
                     fail(
                         NAME,
@@ -375,7 +371,7 @@ fn read_selection(col: &Column<'_>, row: usize) -> Result<Selection, SqlError> {
         )),
         LogicalTypeId::List => {
             let child_t = t.child(0).id();
-            if !is_int(child_t) && child_t != LogicalTypeId::SqlNull {
+            if !is_integer_type(child_t) && child_t != LogicalTypeId::SqlNull {
                 return Err(fail(
                     NAME,
                     "the id list must hold integer issue ids (e.g. list(id) or [1, 2, 3])",
@@ -392,7 +388,7 @@ fn read_selection(col: &Column<'_>, row: usize) -> Result<Selection, SqlError> {
             }
             Ok(Selection::Ids(ids))
         }
-        t if is_int(t) => Ok(Selection::Ids(
+        t if is_integer_type(t) => Ok(Selection::Ids(
             read_int(flat, t, row)
                 .map_err(out_of_range)?
                 .into_iter()
