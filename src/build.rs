@@ -19,8 +19,19 @@ use ai_batch_core::requests::{
 };
 use duckdb::{params, Connection};
 
+use crate::jobid::new_job_id;
 use crate::store;
-use crate::submit::{new_job_id, SubmitError};
+
+/// Why building the request files failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("could not build the requests: {0}")]
+    Build(String),
+    #[error("could not write the request file: {0}")]
+    Spool(String),
+    #[error("database error: {0}")]
+    Db(#[from] duckdb::Error),
+}
 
 /// Issues read from the database per round trip.
 pub const READ_BATCH: i64 = 16_384;
@@ -49,12 +60,12 @@ impl BuiltJob {
     }
 }
 
-fn build_err(e: impl std::fmt::Display) -> SubmitError {
-    SubmitError::Build(e.to_string())
+fn build_err(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Build(e.to_string())
 }
 
-fn spool_err(path: &Path, e: std::io::Error) -> SubmitError {
-    SubmitError::Spool(format!("{}: {e}", path.display()))
+fn spool_err(path: &Path, e: std::io::Error) -> BuildError {
+    BuildError::Spool(format!("{}: {e}", path.display()))
 }
 
 /// A shard being written.
@@ -77,7 +88,7 @@ impl Drop for RemoveOnDrop {
 }
 
 impl Open {
-    fn new(spool: Option<&Path>) -> Result<Self, SubmitError> {
+    fn new(spool: Option<&Path>) -> Result<Self, BuildError> {
         let job_id = new_job_id();
         validate_job_id(&job_id).map_err(build_err)?;
         let (path, file, lock) = match spool {
@@ -102,7 +113,7 @@ impl Open {
         })
     }
 
-    fn write(&mut self, line: &[u8], issue_id: i64, tokens: u64) -> Result<(), SubmitError> {
+    fn write(&mut self, line: &[u8], issue_id: i64, tokens: u64) -> Result<(), BuildError> {
         if let (Some(f), Some(p)) = (self.file.as_mut(), self.job.path.as_ref()) {
             f.write_all(line).map_err(|e| spool_err(p, e))?;
         }
@@ -112,7 +123,7 @@ impl Open {
         Ok(())
     }
 
-    fn close(mut self) -> Result<BuiltJob, SubmitError> {
+    fn close(mut self) -> Result<BuiltJob, BuildError> {
         if let (Some(f), Some(p)) = (self.file, self.job.path.as_ref()) {
             // No fsync: a spool file lost in a crash is rebuilt by batch_retry (the job
             // is then `created`, which refresh marks interrupted).
@@ -137,16 +148,16 @@ pub struct BuildTimes {
 /// Builds the request files for the issues in `ai_batch_todo`. `spool` None: a dry
 /// run (lines are built and counted, nothing is written). Each job is handed to
 /// `on_job` as soon as its file is complete, so the caller can record and send it while
-/// the next one is built.
-pub fn build_requests(
+/// the next one is built. `on_job`'s errors stop the build and come back as they are.
+pub fn build_requests<E: From<BuildError>>(
     conn: &Connection,
     processor: &Processor,
     opts: &RequestOptions,
     max_requests_per_job: Option<usize>,
     spool: Option<&Path>,
     times: &mut BuildTimes,
-    on_job: &mut dyn FnMut(BuiltJob) -> Result<(), SubmitError>,
-) -> Result<(), SubmitError> {
+    on_job: &mut dyn FnMut(BuiltJob) -> Result<(), E>,
+) -> Result<(), E> {
     let (encoding, _) = Encoding::for_model_or_approx(&opts.model);
     let counter = RequestTokenCounter::new(processor, encoding).map_err(build_err)?;
     let mut sharder = Sharder::with_limits(
@@ -221,7 +232,7 @@ impl IssueReader {
     /// fraction of aggregating each issue's comments into JSON (0.2 s against 0.7 s for
     /// 50,000 issues) and need no JSON parsing afterwards. Never a correlated subquery
     /// per issue: it would rescan the comments for every batch.
-    fn new(conn: &Connection) -> Result<Self, SubmitError> {
+    fn new(conn: &Connection) -> Result<Self, BuildError> {
         let labels = store::table_exists(conn, "labels")?.then_some(
             "SELECT l.issue_id, coalesce(l.name, '') FROM labels l \
              SEMI JOIN (SELECT id FROM ai_batch_todo WHERE id > ? AND id <= ?) t ON t.id = l.issue_id \
@@ -251,7 +262,7 @@ impl IssueReader {
         &self,
         conn: &Connection,
         after: i64,
-    ) -> Result<(Vec<IssueInput>, Option<i64>), SubmitError> {
+    ) -> Result<(Vec<IssueInput>, Option<i64>), BuildError> {
         let mut out: Vec<IssueInput> = Vec::with_capacity(READ_BATCH as usize);
         let mut last = None;
         {
@@ -307,7 +318,7 @@ fn merge_rows(
     (after, last): (i64, i64),
     issues: &mut [IssueInput],
     mut add: impl FnMut(&mut IssueInput, &duckdb::Row<'_>) -> duckdb::Result<()>,
-) -> Result<(), SubmitError> {
+) -> Result<(), BuildError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params![after, last])?;
     let mut at = 0;

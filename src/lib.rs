@@ -3,18 +3,21 @@
 //!
 //! This file is the entrypoint and registration only. See `docs/ARCHITECTURE.md`.
 
-pub mod build;
+mod build;
+pub mod cancel;
 pub mod failpoint;
 pub mod guard;
+mod jobid;
 pub mod profile;
 pub mod reconcile;
 pub mod refresh;
 pub mod retry;
 pub mod runtime;
+mod settings;
 pub mod spool;
-pub mod sql;
+mod sql;
 pub mod store;
-pub mod submit;
+mod submit;
 
 use std::sync::Arc;
 

@@ -1,7 +1,8 @@
 //! A create whose answer never came back: finding its batch, and deciding when it can
 //! no longer land, so that a job is never created twice at the provider.
 //!
-//! The rule (README, `batch_refresh`, state `uploaded`):
+//! The rule (README, `batch_refresh`, state `uploaded`; its pure decision for a job not
+//! found, rules 3-5, is `lifecycle::reconcile_step`):
 //!
 //! 1. `submitted_at` is written just before each create attempt is sent (submit and
 //!    refresh alike). A job `uploaded` with no `submitted_at` never had a create sent.
@@ -24,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use ai_batch_core::lifecycle::{after_window, code, reconcile_step, ReconcileStep};
 use ai_batch_core::openai::{
     Batch, ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT,
     COMPLETION_WINDOW_24H, JOB_ID_METADATA_KEY,
@@ -34,18 +36,15 @@ use crate::store;
 
 /// Seconds one create attempt may take before the client gives up (default 60).
 /// Tests shorten it; the settle window follows it.
-pub const CREATE_TIMEOUT_ENV: &str = "AI_BATCH_CREATE_TIMEOUT_SECS";
+pub(crate) const CREATE_TIMEOUT_ENV: &str = "AI_BATCH_CREATE_TIMEOUT_SECS";
 
 /// A create not seen at the provider this many create timeouts after it was sent is
 /// taken as one that may no longer land on its own (the input file is then deleted so
 /// that it cannot).
-pub const SETTLE_FACTOR: u32 = 3;
-
-/// Error code of the items of a job whose create never made a batch.
-pub const NOT_CREATED: &str = "not_created";
+pub(crate) const SETTLE_FACTOR: u32 = 3;
 
 /// The client options, with the create timeout from [`CREATE_TIMEOUT_ENV`] if set.
-pub fn client_options() -> Result<ClientOptions, String> {
+pub(crate) fn client_options() -> Result<ClientOptions, String> {
     let mut opts = ClientOptions::default();
     let raw = std::env::var(CREATE_TIMEOUT_ENV).unwrap_or_default();
     if raw.trim().is_empty() {
@@ -68,13 +67,13 @@ pub fn client_options() -> Result<ClientOptions, String> {
 }
 
 /// How long after a create was sent it may still land on its own.
-pub fn settle_window(opts: &ClientOptions) -> Duration {
+pub(crate) fn settle_window(opts: &ClientOptions) -> Duration {
     opts.create_timeout * SETTLE_FACTOR
 }
 
 /// Sends the create of a job's batch from its uploaded file, writing `submitted_at`
 /// just before each attempt (an attempt whose time cannot be written is not sent).
-pub fn create_batch(
+pub(crate) fn create_batch(
     conn: &Connection,
     client: &OpenAiClient,
     job_pk: i64,
@@ -96,7 +95,7 @@ pub fn create_batch(
 }
 
 /// Deletes a job's uploaded input file; one already gone counts as deleted.
-pub fn delete_input(client: &OpenAiClient, file_id: &str) -> Result<(), OpenAiError> {
+pub(crate) fn delete_input(client: &OpenAiClient, file_id: &str) -> Result<(), OpenAiError> {
     match client.delete_file(file_id) {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
@@ -106,7 +105,7 @@ pub fn delete_input(client: &OpenAiClient, file_id: &str) -> Result<(), OpenAiEr
 
 /// The batch of a job whose create may have been lost, looked up by job id and input
 /// file. The list is not read further back than an hour before the job was recorded.
-pub fn find_batch(
+pub(crate) fn find_batch(
     client: &OpenAiClient,
     job_id: &str,
     input_file_id: Option<&str>,
@@ -118,7 +117,7 @@ pub fn find_batch(
 /// Seals a job whose batch the list did not show: deletes its input file at the
 /// provider (a create naming a deleted file is refused, so one still in flight can no
 /// longer make a batch), then looks once more for a batch that landed meanwhile.
-pub fn seal(
+pub(crate) fn seal(
     client: &OpenAiClient,
     job_id: &str,
     input_file_id: &str,
@@ -129,7 +128,7 @@ pub fn seal(
 }
 
 /// Deletes the input file of a create that surely made no batch, and says so.
-pub fn delete_unused_input(client: &OpenAiClient, file_id: &str) -> String {
+pub(crate) fn delete_unused_input(client: &OpenAiClient, file_id: &str) -> String {
     match delete_input(client, file_id) {
         Ok(()) => format!("its uploaded request file {file_id} was deleted at the provider"),
         Err(e) => format!(
@@ -139,37 +138,8 @@ pub fn delete_unused_input(client: &OpenAiClient, file_id: &str) -> String {
     }
 }
 
-/// What to do about a job whose batch the list did not show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// No create was ever sent: create now.
-    Create,
-    /// A create sent earlier may still land: do nothing until then (Unix ms).
-    Wait { decide_at_ms: i64 },
-    /// It may no longer land on its own: delete the input file, list again, conclude.
-    Seal,
-}
-
-/// The decision of rule 3-5 (module docs), for a job not found at the provider.
-pub fn next_step(sent_ms: Option<i64>, now_ms: i64, window: Duration) -> Next {
-    let Some(sent) = sent_ms else {
-        return Next::Create;
-    };
-    let decide_at_ms = after_window(sent, window);
-    if now_ms < decide_at_ms {
-        Next::Wait { decide_at_ms }
-    } else {
-        Next::Seal
-    }
-}
-
-/// Unix ms `window` after `t`.
-fn after_window(t: i64, window: Duration) -> i64 {
-    t.saturating_add(window.as_millis().min(i64::MAX as u128) as i64)
-}
-
 /// A job in state `uploaded`, as reconciling needs it.
-pub struct Uploaded<'a> {
+pub(crate) struct Uploaded<'a> {
     pub pk: i64,
     pub job_id: &'a str,
     pub input_file_id: &'a str,
@@ -181,7 +151,7 @@ pub struct Uploaded<'a> {
 
 /// How reconciling an `uploaded` job ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The job's batch, with a note for the row when there is something to say.
     Found(Box<Batch>, Option<String>),
     /// Nothing decided yet; the row message says why and until when.
@@ -193,7 +163,7 @@ pub enum Outcome {
 
 /// Rules 2-5 of the module docs. A provider error leaves the job as it was (the
 /// caller reports it; the next refresh starts again).
-pub fn reconcile(
+pub(crate) fn reconcile(
     conn: &Connection,
     client: &OpenAiClient,
     job: &Uploaded<'_>,
@@ -209,8 +179,8 @@ pub fn reconcile(
         return Ok(Outcome::Found(Box::new(b), None));
     }
     let file = job.input_file_id;
-    match next_step(job.sent_ms, now_ms, window) {
-        Next::Create => match create_batch(conn, client, job.pk, job.job_id, file) {
+    match reconcile_step(job.sent_ms, now_ms, window) {
+        ReconcileStep::Create => match create_batch(conn, client, job.pk, job.job_id, file) {
             Ok(b) => Ok(Outcome::Found(
                 Box::new(b),
                 Some("created now (no create had been sent for it before)".into()),
@@ -222,7 +192,7 @@ pub fn reconcile(
                 utc_text(after_window(now_ms, window))
             ))),
             Err(e) => Ok(Outcome::Failed(
-                "create_failed",
+                code::CREATE_FAILED,
                 format!(
                     "creating the batch failed, no batch was created: {e}; {} (fix the cause, \
                      then batch_retry('{}'))",
@@ -231,14 +201,14 @@ pub fn reconcile(
                 ),
             )),
         },
-        Next::Wait { decide_at_ms } => Ok(Outcome::Waiting(format!(
+        ReconcileStep::Wait { decide_at_ms } => Ok(Outcome::Waiting(format!(
             "no batch at the provider carries this job's id or its input file {file} yet, but \
              the create sent at {} may still land: it is not created again, and the job is \
              decided by the first batch_refresh() after {}",
             utc_text(job.sent_ms.unwrap_or_default()),
             utc_text(decide_at_ms)
         ))),
-        Next::Seal => {
+        ReconcileStep::Seal => {
             if let Some(b) = seal(client, job.job_id, file, job.created_epoch)? {
                 return Ok(Outcome::Found(
                     Box::new(b),
@@ -249,7 +219,7 @@ pub fn reconcile(
                 ));
             }
             Ok(Outcome::Failed(
-                NOT_CREATED,
+                code::NOT_CREATED,
                 format!(
                     "the provider never created a batch for this job: none carries its job id or \
                      its input file {file}, {} s after the create was sent; the input file was \
@@ -263,17 +233,9 @@ pub fn reconcile(
     }
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// `2026-11-30 12:34:56 UTC` for Unix milliseconds.
-pub fn utc_text(ms: i64) -> String {
-    let (y, mo, d, h, mi, s) = crate::submit::civil_from_unix(ms.div_euclid(1000));
+pub(crate) fn utc_text(ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = crate::jobid::civil_from_unix(ms.div_euclid(1000));
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }
 
@@ -281,27 +243,6 @@ pub fn utc_text(ms: i64) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_decision_for_a_job_not_found() {
-        let w = Duration::from_secs(180);
-        assert_eq!(next_step(None, 5_000, w), Next::Create);
-        assert_eq!(
-            next_step(Some(1_000), 1_000, w),
-            Next::Wait {
-                decide_at_ms: 181_000
-            }
-        );
-        assert_eq!(
-            next_step(Some(1_000), 180_999, w),
-            Next::Wait {
-                decide_at_ms: 181_000
-            }
-        );
-        assert_eq!(next_step(Some(1_000), 181_000, w), Next::Seal);
-        // A clock that went backwards keeps waiting rather than deciding early.
-        assert!(matches!(next_step(Some(1_000), 0, w), Next::Wait { .. }));
-    }
 
     #[test]
     fn the_create_timeout_comes_from_the_environment() {

@@ -22,16 +22,13 @@ use std::sync::Arc;
 
 use ai_batch_core::requests::validate_job_id;
 
-use crate::submit::SubmitError;
-
 /// The spool directory (`AI_BATCH_SPOOL_DIR`, else `$TMPDIR/ai_batch`), created if
-/// missing.
-pub fn dir() -> Result<PathBuf, SubmitError> {
+/// missing. The error names the directory.
+pub fn dir() -> Result<PathBuf, String> {
     let dir = std::env::var_os("AI_BATCH_SPOOL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("ai_batch"));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| SubmitError::Spool(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
 }
 

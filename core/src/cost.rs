@@ -7,7 +7,7 @@
 //! Counts use `bpe-openai`, which gives exactly tiktoken's counts (cross-checked in
 //! tests against `tiktoken-rs` and in the Python suite against `tiktoken`) and was the
 //! faster of the two here. Its tokenizers are built once per process, on first use
-//! (about 60 ms for o200k_base); [`warm_up`] forces that early.
+//! (about 60 ms for o200k_base).
 //!
 //! Input tokens of one chat request (the OpenAI cookbook's formula for the gpt-4o era,
 //! plus the schema):
@@ -27,7 +27,7 @@
 //! integers (prices are kept to 6 decimals, i.e. micro-dollars per 1M tokens) and
 //! rounded once, half away from zero, to 4 decimals: the `DECIMAL(10,4)` of
 //! `batch_jobs.cost_estimate`. Per-item costs should be summed with
-//! [`cost_usd_unrounded`] and rounded per job with [`round_usd`], or computed per job
+//! [`cost_usd_unrounded`] and rounded per job (the `DECIMAL` cast does it), or computed per job
 //! from summed tokens with [`estimate_cost`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,19 +35,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::processor::{IssueInput, Processor, ProcessorError};
 
 /// Tokens the chat format adds around every message (cookbook value for gpt-4o and later).
-pub const TOKENS_PER_MESSAGE: usize = 3;
+pub(crate) const TOKENS_PER_MESSAGE: usize = 3;
 /// Tokens that prime the assistant's reply (`<|start|>assistant<|message|>`).
-pub const REPLY_PRIMING_TOKENS: usize = 3;
+pub(crate) const REPLY_PRIMING_TOKENS: usize = 3;
 /// Extra output tokens assumed for reasoning models (o-series, gpt-5 family) when no
 /// job history exists: their hidden reasoning is billed as output. A rough guess for a
 /// short classification task at default effort; replaced by the history average as
 /// soon as one job of this processor and model was collected.
-pub const DEFAULT_REASONING_OUTPUT_TOKENS: u32 = 1_000;
+pub(crate) const DEFAULT_REASONING_OUTPUT_TOKENS: u32 = 1_000;
 /// Below this many bytes of text in total, [`count_many`]-style helpers stay on the
 /// calling thread (starting threads costs more than it saves).
-pub const PARALLEL_MIN_BYTES: usize = 256 * 1024;
-/// Month the built-in price table was checked.
-pub const PRICES_AS_OF: &str = "2026-11";
+pub(crate) const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 
 /// Errors of this module.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -114,32 +112,9 @@ const PIECE_CACHE_MAX_LEN: usize = 48;
 /// few tens of MB per thread).
 const PIECE_CACHE_MAX: usize = 400_000;
 
-/// FxHash (the rustc hasher): fast for short keys; the keys are not attacker-chosen
-/// in a way that matters (worst case: a slower count).
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(buf));
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u128(&mut self, x: u128) {
-        self.write_u64(x as u64);
-        self.write_u64((x >> 64) as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K> = std::collections::HashMap<K, u32, std::hash::BuildHasherDefault<FxHasher>>;
+/// FxHash (the rustc hasher, `rustc-hash`): fast for short keys; the keys are not
+/// attacker-chosen in a way that matters (worst case: a slower count).
+type FxMap<K> = rustc_hash::FxHashMap<K, u32>;
 
 /// Pieces up to this many bytes are keyed inline, as one `u128` (the bytes, then the
 /// length in the last byte): no allocation, no pointer to follow, no `memcmp`. Most
@@ -279,11 +254,6 @@ impl Encoding {
     }
 }
 
-/// Builds the tokenizer of `encoding` now rather than on first count.
-pub fn warm_up(encoding: Encoding) {
-    let _ = encoding.count("warm up");
-}
-
 /// [`Encoding::count_many`] with o200k_base, the encoding of every current OpenAI model.
 pub fn count_many(texts: &[&str]) -> Vec<usize> {
     Encoding::O200kBase.count_many(texts)
@@ -418,11 +388,11 @@ impl<'a> RequestTokenCounter<'a> {
 /// Source: OpenAI's pricing page (platform.openai.com/docs/pricing, now
 /// developers.openai.com/api/docs/pricing), standard rates as quoted in copies of that
 /// page dated March to November 2026, halved for the Batch API (OpenAI's Batch API
-/// discount is 50 % on input and output). Checked 2026-11 ([`PRICES_AS_OF`]). Variants
+/// discount is 50 % on input and output). Checked 2026-11. Variants
 /// priced differently from their family (pro, mini of o3, the 2024-05-13 gpt-4o
 /// snapshot) are listed so that prefix matching cannot price them as the base model.
 /// Users override or extend this table with their own rows.
-pub const BUILTIN_BATCH_PRICES: &[(&str, f64, f64)] = &[
+pub(crate) const BUILTIN_BATCH_PRICES: &[(&str, f64, f64)] = &[
     ("gpt-5", 0.625, 5.00),
     ("gpt-5-mini", 0.125, 1.00),
     ("gpt-5-nano", 0.025, 0.20),
@@ -673,11 +643,6 @@ impl PriceTable {
     }
 }
 
-/// Rounds a USD amount half away from zero to 4 decimals (`DECIMAL(10,4)`).
-pub fn round_usd(usd: f64) -> f64 {
-    (usd * 10_000.0).round() / 10_000.0
-}
-
 /// The exact cost in units of 1e-12 USD (prices kept to 6 decimals).
 fn cost_picousd(input_tokens: u64, output_tokens: u64, price: &ModelPrice) -> u128 {
     u128::from(input_tokens) * micro(price.input_per_mtok)
@@ -686,7 +651,7 @@ fn cost_picousd(input_tokens: u64, output_tokens: u64, price: &ModelPrice) -> u1
 
 /// The cost in ten-thousandths of a USD (the scaled integer of a `DECIMAL(10,4)`),
 /// computed exactly and rounded half up. Saturates at `i64::MAX`.
-pub fn estimate_cost_ten_thousandths(
+pub(crate) fn estimate_cost_ten_thousandths(
     input_tokens: u64,
     output_tokens: u64,
     price: &ModelPrice,
@@ -715,7 +680,7 @@ pub fn cost_usd_unrounded(input_tokens: u64, output_tokens: u64, price: &ModelPr
 
 /// Whether `model` is a reasoning model whose hidden reasoning is billed as output
 /// (o1, o3, o4-mini, the gpt-5 family except `gpt-5-chat`).
-pub fn is_reasoning_model(model: &str) -> bool {
+pub(crate) fn is_reasoning_model(model: &str) -> bool {
     let m = base_model(model);
     if m.starts_with("gpt-5") && m.contains("chat") {
         return false;
@@ -746,59 +711,19 @@ pub fn expected_output_tokens(
     }
 }
 
-/// The estimate a job carries before it is submitted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobEstimate {
-    /// Input tokens of each issue's request, in input order.
-    pub input_tokens_per_issue: Vec<u64>,
-    /// Sum of `input_tokens_per_issue`.
-    pub input_tokens: u64,
-    /// Expected output tokens per request.
-    pub output_tokens_per_issue: u64,
-    /// Expected output tokens of the job.
-    pub output_tokens: u64,
-    /// The encoding used to count.
-    pub encoding: Encoding,
-    /// Whether the encoding is the model's own (false: approximated with o200k_base).
-    pub exact_tokenizer: bool,
-    /// The price row used, if any.
-    pub price: Option<ModelPrice>,
-    /// How the price matched, if it did.
-    pub price_match: Option<MatchKind>,
-    /// The cost in USD, rounded to 4 decimals; `None` when no price is known.
-    pub cost_usd: Option<f64>,
-    /// Why the cost is unknown or approximate, for the user.
-    pub note: Option<String>,
-}
-
-/// Estimates a job: counts every issue's request (in parallel), applies the expected
-/// output tokens, and prices it. An unknown model gives `cost_usd: None` and a note.
-pub fn estimate_job(
-    processor: &Processor,
-    model: &str,
-    issues: &[IssueInput],
-    prices: &PriceTable,
-    history_average_output: Option<f64>,
-) -> Result<JobEstimate, CostError> {
-    let (encoding, exact) = Encoding::for_model_or_approx(model);
-    let counter = RequestTokenCounter::new(processor, encoding)?;
-    let per_issue: Vec<u64> = counter
-        .count_issues(issues)
-        .into_iter()
-        .map(|n| n as u64)
-        .collect();
-    let input_tokens: u64 = per_issue.iter().sum();
-    let out_each = expected_output_tokens(processor, model, history_average_output);
-    let output_tokens = out_each.saturating_mul(issues.len() as u64);
-
+/// The price row for `model` and a note for the user when the estimate is partial (no
+/// exact tokenizer, or no price). The one place a job's estimate is priced.
+pub fn price_and_note(prices: &PriceTable, model: &str) -> (Option<ModelPrice>, Option<String>) {
     let mut notes = Vec::new();
+    let (encoding, exact) = Encoding::for_model_or_approx(model);
     if !exact {
         notes.push(format!(
-            "tokens counted with {} as an approximation: no tokenizer is known for model '{model}'",
-            encoding.name()
+            "tokens counted with {} as an approximation: no tokenizer is known for model '{}'",
+            encoding.name(),
+            crate::text::echo(model)
         ));
     }
-    let (price, price_match, cost_usd) = match prices.lookup(model) {
+    let price = match prices.lookup(model) {
         Ok(m) => {
             if m.kind == MatchKind::Prefix {
                 notes.push(format!(
@@ -806,33 +731,14 @@ pub fn estimate_job(
                     m.price.model
                 ));
             }
-            (
-                Some(m.price.clone()),
-                Some(m.kind),
-                Some(estimate_cost(input_tokens, output_tokens, m.price)),
-            )
+            Some(m.price.clone())
         }
         Err(no) => {
             notes.push(no.to_string());
-            (None, None, None)
+            None
         }
     };
-    Ok(JobEstimate {
-        input_tokens_per_issue: per_issue,
-        input_tokens,
-        output_tokens_per_issue: out_each,
-        output_tokens,
-        encoding,
-        exact_tokenizer: exact,
-        price,
-        price_match,
-        cost_usd,
-        note: if notes.is_empty() {
-            None
-        } else {
-            Some(notes.join("; "))
-        },
-    })
+    (price, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 
 #[cfg(test)]
@@ -1244,8 +1150,6 @@ mod tests {
         assert_eq!(estimate_cost(2_000_000, 400_000, &price(1.25, 5.0)), 4.5);
         // Huge counts do not overflow.
         assert!(estimate_cost(u64::MAX, u64::MAX, &price(1e6, 1e6)) > 1e9);
-        assert_eq!(round_usd(0.123_45), 0.1235);
-        assert_eq!(round_usd(0.123_44), 0.1234);
         let u = cost_usd_unrounded(1_234, 0, &p);
         assert!((u - 0.000_092_55).abs() < 1e-15);
     }
@@ -1264,42 +1168,28 @@ mod tests {
     }
 
     #[test]
-    fn job_estimate() {
-        let issues: Vec<IssueInput> = (0..3)
-            .map(|n| IssueInput {
-                id: n,
-                org: "o".into(),
-                repo: "r".into(),
-                number: n,
-                title: format!("title {n}"),
-                body: Some("body text".into()),
-                state: "open".into(),
-                ..Default::default()
-            })
-            .collect();
+    fn price_and_note_says_when_the_estimate_is_partial() {
         let prices = PriceTable::builtin();
-        let e = estimate_job(pl(), "gpt-4o-mini", &issues, &prices, None).unwrap();
-        assert_eq!(e.input_tokens_per_issue.len(), 3);
-        assert_eq!(e.input_tokens, e.input_tokens_per_issue.iter().sum::<u64>());
-        assert_eq!(e.output_tokens, 1_200);
-        assert!(e.exact_tokenizer);
-        assert_eq!(e.note, None);
-        let p = e.price.clone().unwrap();
-        assert_eq!(e.cost_usd, Some(estimate_cost(e.input_tokens, 1_200, &p)));
+        let (price, note) = price_and_note(&prices, "gpt-4o-mini");
+        assert_eq!(note, None);
+        let p = price.unwrap();
+        assert_eq!(p.model, "gpt-4o-mini");
+        assert_eq!(estimate_cost(0, 0, &p), 0.0);
 
-        let e = estimate_job(pl(), "claude-sonnet-4", &issues, &prices, None).unwrap();
-        assert_eq!(e.cost_usd, None);
-        assert!(!e.exact_tokenizer);
-        let note = e.note.unwrap();
+        let (price, note) = price_and_note(&prices, "claude-sonnet-4");
+        assert_eq!(price, None);
+        let note = note.unwrap();
         assert!(
             note.contains("approximation") && note.contains("no price known"),
             "{note}"
         );
 
-        let e = estimate_job(pl(), "gpt-4o-mini", &[], &prices, None).unwrap();
+        // A family match is priced as its closest model, and says so.
+        let (price, note) = price_and_note(&prices, "gpt-5-chat-latest");
+        assert_eq!(price.unwrap().model, "gpt-5");
         assert_eq!(
-            (e.input_tokens, e.output_tokens, e.cost_usd),
-            (0, 0, Some(0.0))
+            note.as_deref(),
+            Some("priced as 'gpt-5' (closest known model)")
         );
     }
 }

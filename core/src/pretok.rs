@@ -99,11 +99,6 @@ fn tables() -> Option<&'static Tables> {
     TABLES.get_or_init(build_tables).as_ref()
 }
 
-/// Builds the class tables now (about 10 ms) rather than on the first split.
-pub fn warm_up() -> bool {
-    tables().is_some()
-}
-
 /// The pieces of `text` under the o200k_base pattern, or `None` if the class tables
 /// could not be built (never expected; callers then use the regex splitter).
 pub fn split_o200k(text: &str) -> Option<O200kSplit<'_>> {

@@ -6,7 +6,7 @@
 //! its length, never whole.
 
 /// At most this many characters of a user's value are repeated in a message.
-pub const ECHO_CHARS: usize = 100;
+pub(crate) const ECHO_CHARS: usize = 100;
 
 /// At most this many characters of a DuckDB message about the user's SQL (which
 /// quotes it) are repeated.

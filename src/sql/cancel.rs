@@ -6,9 +6,10 @@ use std::sync::Arc;
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::BindInfo;
 
-use super::refresh::{cells, columns};
-use super::{fail, job_id_param, ty, Cell, ColType, SqlError, SqlTable};
-use crate::refresh;
+use super::refresh::columns;
+use super::{fail, job_id_param, ty, Col, SqlError, SqlTable};
+use crate::cancel;
+use crate::refresh::RefreshRow;
 use crate::runtime::Runtime;
 
 /// The `batch_cancel` table function.
@@ -17,8 +18,9 @@ pub struct Cancel;
 impl SqlTable for Cancel {
     const NAME: &'static str = "batch_cancel";
     type Params = String;
+    type Row = RefreshRow;
 
-    fn columns() -> Vec<(&'static str, ColType)> {
+    fn columns() -> Vec<Col<RefreshRow>> {
         columns()
     }
 
@@ -30,8 +32,8 @@ impl SqlTable for Cancel {
         job_id_param(bind, Self::NAME)
     }
 
-    fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {
-        let row = refresh::cancel(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
-        Ok(vec![cells(row)])
+    fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<RefreshRow>, SqlError> {
+        let row = cancel::cancel(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
+        Ok(vec![row])
     }
 }

@@ -7,38 +7,50 @@ use std::sync::Arc;
 use duckdb::core::LogicalTypeId;
 use duckdb::vtab::BindInfo;
 
-use super::history::{job_cells, job_columns};
-use super::{fail, job_id_param, ty, Cell, ColType, SqlError, SqlTable};
+use super::history::{job_columns, HasJob};
+use super::{columns, fail, job_id_param, ty, Col, SqlError, SqlTable};
 use crate::runtime::Runtime;
-use crate::store;
+use crate::store::{self, ItemRow, JobRow};
 
 /// The `batch_details` table function.
 pub struct Details;
 
-fn item_columns() -> Vec<(&'static str, ColType)> {
-    use ColType::*;
-    vec![
-        ("item_id", BigInt),
-        ("issue_id", BigInt),
-        ("issue", Varchar),
-        ("custom_id", Varchar),
-        ("item_status", Varchar),
-        ("item_error_code", Varchar),
-        ("item_error_message", Varchar),
-        ("attempts", BigInt),
-        ("item_estimated_input_tokens", BigInt),
-        ("item_input_tokens", BigInt),
-        ("item_output_tokens", BigInt),
-        ("item_cost", Double),
-        ("item_updated_at", TimestampTz),
-    ]
+/// A `batch_details` row: the job, and one of its items (None for a job without items).
+pub struct DetailRow {
+    job: Arc<JobRow>,
+    item: Option<ItemRow>,
+}
+
+impl HasJob for DetailRow {
+    fn job(&self) -> &JobRow {
+        &self.job
+    }
+}
+
+fn item_columns() -> Vec<Col<DetailRow>> {
+    columns!(DetailRow {
+        "item_id": BigInt = |r| r.item.as_ref().map(|i| i.item_id),
+        "issue_id": BigInt = |r| r.item.as_ref().map(|i| i.issue_id),
+        "issue": Varchar = |r| r.item.as_ref().and_then(|i| i.issue_ref.clone()),
+        "custom_id": Varchar = |r| r.item.as_ref().map(|i| i.custom_id.clone()),
+        "item_status": Varchar = |r| r.item.as_ref().map(|i| i.status.clone()),
+        "item_error_code": Varchar = |r| r.item.as_ref().and_then(|i| i.error_code.clone()),
+        "item_error_message": Varchar = |r| r.item.as_ref().and_then(|i| i.error_message.clone()),
+        "attempts": BigInt = |r| r.item.as_ref().map(|i| i.attempts),
+        "item_estimated_input_tokens": BigInt = |r| r.item.as_ref().and_then(|i| i.estimated_input_tokens),
+        "item_input_tokens": BigInt = |r| r.item.as_ref().and_then(|i| i.input_tokens),
+        "item_output_tokens": BigInt = |r| r.item.as_ref().and_then(|i| i.output_tokens),
+        "item_cost": Double = |r| r.item.as_ref().and_then(|i| i.cost),
+        "item_updated_at": TimestampTz = |r| r.item.as_ref().and_then(|i| i.updated_at),
+    })
 }
 
 impl SqlTable for Details {
     const NAME: &'static str = "batch_details";
     type Params = String;
+    type Row = DetailRow;
 
-    fn columns() -> Vec<(&'static str, ColType)> {
+    fn columns() -> Vec<Col<DetailRow>> {
         let mut c = job_columns();
         c.extend(item_columns());
         c
@@ -52,38 +64,20 @@ impl SqlTable for Details {
         job_id_param(bind, Self::NAME)
     }
 
-    fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {
+    fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<DetailRow>, SqlError> {
         let conn = rt.lease().map_err(|e| fail(Self::NAME, e))?;
         store::check_tables(&conn, store::Reads::IssueRefs).map_err(|e| fail(Self::NAME, e))?;
         store::ensure_schema(&conn).map_err(|e| fail(Self::NAME, e))?;
-        let job = store::job(&conn, job_id).map_err(|e| fail(Self::NAME, e))?;
+        let job = Arc::new(store::job(&conn, job_id).map_err(|e| fail(Self::NAME, e))?);
         let items = store::items(&conn, job_id).map_err(|e| fail(Self::NAME, e))?;
-        let head = job_cells(&job);
         if items.is_empty() {
-            let mut row = head;
-            row.extend(std::iter::repeat_n(Cell::Null, item_columns().len()));
-            return Ok(vec![row]);
+            return Ok(vec![DetailRow { job, item: None }]);
         }
         Ok(items
             .into_iter()
-            .map(|it| {
-                let mut row = head.clone();
-                row.extend([
-                    it.item_id.into(),
-                    it.issue_id.into(),
-                    it.issue_ref.into(),
-                    it.custom_id.into(),
-                    it.status.into(),
-                    it.error_code.into(),
-                    it.error_message.into(),
-                    it.attempts.into(),
-                    it.estimated_input_tokens.into(),
-                    it.input_tokens.into(),
-                    it.output_tokens.into(),
-                    it.cost.into(),
-                    it.updated_at.into(),
-                ]);
-                row
+            .map(|it| DetailRow {
+                job: Arc::clone(&job),
+                item: Some(it),
             })
             .collect())
     }

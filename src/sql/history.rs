@@ -5,64 +5,49 @@ use std::sync::Arc;
 use duckdb::core::LogicalTypeId;
 use duckdb::vtab::BindInfo;
 
-use super::{fail, named_i64, named_text, ty, Cell, ColType, SqlError, SqlTable};
+use super::{columns, fail, named_i64, named_text, ty, Col, SqlError, SqlTable};
 use crate::runtime::Runtime;
 use crate::store::{self, HistoryFilter, JobRow};
 
 /// The `batch_history` table function.
 pub struct History;
 
-/// Columns shared by `batch_history` and the job part of `batch_details`.
-pub fn job_columns() -> Vec<(&'static str, ColType)> {
-    use ColType::*;
-    vec![
-        ("job_id", Varchar),
-        ("status", Varchar),
-        ("provider", Varchar),
-        ("processor", Varchar),
-        ("model", Varchar),
-        ("issues_count", BigInt),
-        ("completed_count", BigInt),
-        ("failed_count", BigInt),
-        ("pending_count", BigInt),
-        ("skipped_count", BigInt),
-        ("cost_estimate", Money),
-        ("actual_cost", Money),
-        ("estimated_input_tokens", BigInt),
-        ("input_tokens", BigInt),
-        ("output_tokens", BigInt),
-        ("created_at", TimestampTz),
-        ("submitted_at", TimestampTz),
-        ("completed_at", TimestampTz),
-        ("provider_batch_id", Varchar),
-        ("error_message", Varchar),
-    ]
+/// A row that carries a job: `batch_history` rows are jobs, `batch_details` rows a job
+/// and one of its items.
+pub trait HasJob {
+    fn job(&self) -> &JobRow;
 }
 
-/// A job as cells, in `job_columns()` order.
-pub fn job_cells(j: &JobRow) -> Vec<Cell> {
-    vec![
-        j.job_id.clone().into(),
-        j.status.clone().into(),
-        j.provider.clone().into(),
-        j.processor.clone().into(),
-        j.model.clone().into(),
-        j.issues_count.into(),
-        j.completed_count.into(),
-        j.failed_count.into(),
-        j.pending_count.into(),
-        j.skipped_count.into(),
-        j.cost_estimate.into(),
-        j.actual_cost.into(),
-        j.estimated_input_tokens.into(),
-        j.input_tokens.into(),
-        j.output_tokens.into(),
-        j.created_at.into(),
-        j.submitted_at.into(),
-        j.completed_at.into(),
-        j.provider_batch_id.clone().into(),
-        j.error_message.clone().into(),
-    ]
+impl HasJob for JobRow {
+    fn job(&self) -> &JobRow {
+        self
+    }
+}
+
+/// Columns shared by `batch_history` and the job part of `batch_details`.
+pub fn job_columns<R: HasJob>() -> Vec<Col<R>> {
+    columns!(R {
+        "job_id": Varchar = |r| r.job().job_id.clone(),
+        "status": Varchar = |r| r.job().status.clone(),
+        "provider": Varchar = |r| r.job().provider.clone(),
+        "processor": Varchar = |r| r.job().processor.clone(),
+        "model": Varchar = |r| r.job().model.clone(),
+        "issues_count": BigInt = |r| r.job().issues_count,
+        "completed_count": BigInt = |r| r.job().completed_count,
+        "failed_count": BigInt = |r| r.job().failed_count,
+        "pending_count": BigInt = |r| r.job().pending_count,
+        "skipped_count": BigInt = |r| r.job().skipped_count,
+        "cost_estimate": Money = |r| r.job().cost_estimate,
+        "actual_cost": Money = |r| r.job().actual_cost,
+        "estimated_input_tokens": BigInt = |r| r.job().estimated_input_tokens,
+        "input_tokens": BigInt = |r| r.job().input_tokens,
+        "output_tokens": BigInt = |r| r.job().output_tokens,
+        "created_at": TimestampTz = |r| r.job().created_at,
+        "submitted_at": TimestampTz = |r| r.job().submitted_at,
+        "completed_at": TimestampTz = |r| r.job().completed_at,
+        "provider_batch_id": Varchar = |r| r.job().provider_batch_id.clone(),
+        "error_message": Varchar = |r| r.job().error_message.clone(),
+    })
 }
 
 /// `'<completed + failed> / <total>'` from the provider's counts at the last poll.
@@ -72,33 +57,21 @@ fn progress_text(j: &JobRow) -> Option<String> {
     Some(format!("{done} / {total}"))
 }
 
-/// A `batch_history` row: the job's cells, then its progress at the provider.
-fn history_cells(j: &JobRow) -> Vec<Cell> {
-    let mut cells = job_cells(j);
-    cells.extend([
-        progress_text(j).into(),
-        j.provider_completed.into(),
-        j.provider_failed.into(),
-        j.provider_total.into(),
-        j.progress_at.into(),
-    ]);
-    cells
-}
-
 impl SqlTable for History {
     const NAME: &'static str = "batch_history";
     type Params = HistoryFilter;
+    type Row = JobRow;
 
-    fn columns() -> Vec<(&'static str, ColType)> {
-        use ColType::*;
+    /// The job's columns, then its progress at the provider.
+    fn columns() -> Vec<Col<JobRow>> {
         let mut cols = job_columns();
-        cols.extend([
-            ("progress", Varchar),
-            ("provider_completed", BigInt),
-            ("provider_failed", BigInt),
-            ("provider_total", BigInt),
-            ("progress_at", TimestampTz),
-        ]);
+        cols.extend(columns!(JobRow {
+            "progress": Varchar = |j| progress_text(j),
+            "provider_completed": BigInt = |j| j.provider_completed,
+            "provider_failed": BigInt = |j| j.provider_failed,
+            "provider_total": BigInt = |j| j.provider_total,
+            "progress_at": TimestampTz = |j| j.progress_at,
+        }));
         cols
     }
 
@@ -127,11 +100,10 @@ impl SqlTable for History {
         })
     }
 
-    fn run(rt: &Arc<Runtime>, p: &HistoryFilter) -> Result<Vec<Vec<Cell>>, SqlError> {
+    fn run(rt: &Arc<Runtime>, p: &HistoryFilter) -> Result<Vec<JobRow>, SqlError> {
         let conn = rt.lease().map_err(|e| fail(Self::NAME, e))?;
         store::check_tables(&conn, store::Reads::Tracking).map_err(|e| fail(Self::NAME, e))?;
         store::ensure_schema(&conn).map_err(|e| fail(Self::NAME, e))?;
-        let jobs = store::history(&conn, p).map_err(|e| fail(Self::NAME, e))?;
-        Ok(jobs.iter().map(history_cells).collect())
+        store::history(&conn, p).map_err(|e| fail(Self::NAME, e))
     }
 }

@@ -5,6 +5,10 @@
 //! query, and for EXPLAIN/DESCRIBE which never execute); the first execution
 //! callback does the work once and keeps the rows; later callbacks hand them out
 //! a chunk at a time. Errors are prefixed with the function's name.
+//!
+//! A function's output row is a plain Rust value; its columns (name, type, and how the
+//! row gives the value) are declared once, as a list of [`Col`] (see [`columns!`]),
+//! which gives both the result columns at bind and the cells at execution.
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -119,14 +123,37 @@ impl From<bool> for Cell {
     }
 }
 
+/// One output column of rows of type `R`: its name, its type and its value in a row.
+pub struct Col<R> {
+    pub name: &'static str,
+    pub ty: ColType,
+    pub get: fn(&R) -> Cell,
+}
+
+/// Declares the output columns of a row type once: `columns!(Row { "name": Type =
+/// |r| <value of r, anything that converts into a Cell>, ... })` gives a
+/// `Vec<Col<Row>>`.
+macro_rules! columns {
+    ($row:ty { $($name:literal : $ty:ident = |$r:ident| $get:expr),* $(,)? }) => {
+        vec![$($crate::sql::Col::<$row> {
+            name: $name,
+            ty: $crate::sql::ColType::$ty,
+            get: |$r: &$row| $crate::sql::Cell::from($get),
+        }),*]
+    };
+}
+pub(crate) use columns;
+
 /// A SQL table function: parameters in, rows out.
 pub trait SqlTable: Sized + 'static {
     /// The SQL name.
     const NAME: &'static str;
     /// The parsed parameters.
     type Params: Send + Sync;
-    /// Output columns.
-    fn columns() -> Vec<(&'static str, ColType)>;
+    /// One output row.
+    type Row: Send + Sync + 'static;
+    /// Output columns, declared once (see [`columns!`]).
+    fn columns() -> Vec<Col<Self::Row>>;
     /// Positional parameter types.
     fn parameters() -> Vec<LogicalTypeHandle> {
         Vec::new()
@@ -138,7 +165,7 @@ pub trait SqlTable: Sized + 'static {
     /// Reads the parameters. Must not have side effects.
     fn parse(bind: &BindInfo) -> Result<Self::Params, SqlError>;
     /// Does the work, once per execution.
-    fn run(rt: &Arc<Runtime>, params: &Self::Params) -> Result<Vec<Vec<Cell>>, SqlError>;
+    fn run(rt: &Arc<Runtime>, params: &Self::Params) -> Result<Vec<Self::Row>, SqlError>;
 }
 
 /// Bind data of every table function: the runtime and the parsed parameters.
@@ -148,16 +175,15 @@ pub struct Bound<P> {
 }
 
 /// Execution state: rows produced by the first callback and how many were handed out.
-#[derive(Default)]
-pub struct Progress {
-    state: Mutex<Option<(Vec<Vec<Cell>>, usize)>>,
+pub struct Progress<R> {
+    state: Mutex<Option<(Vec<R>, usize)>>,
 }
 
 /// The duckdb-rs adapter for a [`SqlTable`].
 pub struct Table<T>(PhantomData<T>);
 
 impl<T: SqlTable> VTab for Table<T> {
-    type InitData = Progress;
+    type InitData = Progress<T::Row>;
     type BindData = Bound<T::Params>;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
@@ -165,7 +191,9 @@ impl<T: SqlTable> VTab for Table<T> {
     }
 
     fn init(_: &InitInfo) -> Result<Self::InitData, BoxError> {
-        Ok(Progress::default())
+        Ok(Progress {
+            state: Mutex::new(None),
+        })
     }
 
     fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
@@ -207,8 +235,8 @@ impl<T: SqlTable> Table<T> {
             )));
         }
         let params = T::parse(bind)?;
-        for (name, ty) in T::columns() {
-            bind.add_result_column(name, ty.logical());
+        for col in T::columns() {
+            bind.add_result_column(col.name, col.ty.logical());
         }
         Ok(Bound { rt, params })
     }
@@ -228,16 +256,11 @@ impl<T: SqlTable> Table<T> {
             output.set_len(0);
             return Ok(());
         };
-        let cols = T::columns();
         let take = (rows.len() - *pos).min(2048);
-        for (c, (_, ty)) in cols.iter().enumerate() {
+        for (c, col) in T::columns().iter().enumerate() {
             let mut vector = output.flat_vector(c);
-            for r in 0..take {
-                let cell = rows
-                    .get(*pos + r)
-                    .and_then(|row| row.get(c))
-                    .unwrap_or(&Cell::Null);
-                write_cell(&mut vector, r, *ty, cell);
+            for (r, row) in rows.iter().skip(*pos).take(take).enumerate() {
+                write_cell(&mut vector, r, col.ty, &(col.get)(row));
             }
         }
         *pos += take;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::BindInfo;
 
-use super::{fail, named_text, ty, Cell, ColType, SqlError, SqlTable};
+use super::{columns, fail, named_text, ty, Col, SqlError, SqlTable};
 use crate::refresh::{self, RefreshRow};
 use crate::runtime::Runtime;
 
@@ -14,49 +14,30 @@ use crate::runtime::Runtime;
 pub struct Refresh;
 
 /// Columns shared with `batch_cancel`.
-pub fn columns() -> Vec<(&'static str, ColType)> {
-    use ColType::*;
-    vec![
-        ("job_id", Varchar),
-        ("old_status", Varchar),
-        ("status", Varchar),
-        ("issues_count", BigInt),
-        ("completed_count", BigInt),
-        ("failed_count", BigInt),
-        ("pending_count", BigInt),
-        ("applied", BigInt),
-        ("actual_cost", Money),
-        ("message", Varchar),
-        ("provider_completed", BigInt),
-        ("provider_failed", BigInt),
-        ("provider_total", BigInt),
-    ]
-}
-
-/// A row in `columns()` order.
-pub fn cells(r: RefreshRow) -> Vec<Cell> {
-    vec![
-        r.job_id.into(),
-        r.old_status.into(),
-        r.new_status.into(),
-        r.issues_count.into(),
-        r.completed_count.into(),
-        r.failed_count.into(),
-        r.pending_count.into(),
-        r.applied.into(),
-        r.actual_cost.into(),
-        r.message.into(),
-        r.provider_completed.into(),
-        r.provider_failed.into(),
-        r.provider_total.into(),
-    ]
+pub fn columns() -> Vec<Col<RefreshRow>> {
+    columns!(RefreshRow {
+        "job_id": Varchar = |r| r.job_id.clone(),
+        "old_status": Varchar = |r| r.old_status.clone(),
+        "status": Varchar = |r| r.new_status.clone(),
+        "issues_count": BigInt = |r| r.issues_count,
+        "completed_count": BigInt = |r| r.completed_count,
+        "failed_count": BigInt = |r| r.failed_count,
+        "pending_count": BigInt = |r| r.pending_count,
+        "applied": BigInt = |r| r.applied,
+        "actual_cost": Money = |r| r.actual_cost,
+        "message": Varchar = |r| r.message.clone(),
+        "provider_completed": BigInt = |r| r.provider_completed,
+        "provider_failed": BigInt = |r| r.provider_failed,
+        "provider_total": BigInt = |r| r.provider_total,
+    })
 }
 
 impl SqlTable for Refresh {
     const NAME: &'static str = "batch_refresh";
     type Params = Option<String>;
+    type Row = RefreshRow;
 
-    fn columns() -> Vec<(&'static str, ColType)> {
+    fn columns() -> Vec<Col<RefreshRow>> {
         columns()
     }
 
@@ -70,8 +51,7 @@ impl SqlTable for Refresh {
             .filter(|s| !s.is_empty()))
     }
 
-    fn run(rt: &Arc<Runtime>, job_id: &Option<String>) -> Result<Vec<Vec<Cell>>, SqlError> {
-        let rows = refresh::refresh(rt, job_id.as_deref()).map_err(|e| fail(Self::NAME, e))?;
-        Ok(rows.into_iter().map(cells).collect())
+    fn run(rt: &Arc<Runtime>, job_id: &Option<String>) -> Result<Vec<RefreshRow>, SqlError> {
+        refresh::refresh(rt, job_id.as_deref()).map_err(|e| fail(Self::NAME, e))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use duckdb::vtab::BindInfo;
 
-use super::{Cell, ColType, SqlError, SqlTable};
+use super::{columns, Col, SqlError, SqlTable};
 use crate::runtime::Runtime;
 
 /// The `batch_release` table function.
@@ -15,17 +15,18 @@ pub struct Release;
 impl SqlTable for Release {
     const NAME: &'static str = "batch_release";
     type Params = ();
+    type Row = bool;
 
-    fn columns() -> Vec<(&'static str, ColType)> {
-        vec![("released", ColType::Bool)]
+    fn columns() -> Vec<Col<bool>> {
+        columns!(bool { "released": Bool = |r| *r })
     }
 
     fn parse(_: &BindInfo) -> Result<(), SqlError> {
         Ok(())
     }
 
-    fn run(rt: &Arc<Runtime>, _: &()) -> Result<Vec<Vec<Cell>>, SqlError> {
+    fn run(rt: &Arc<Runtime>, _: &()) -> Result<Vec<bool>, SqlError> {
         rt.release_now();
-        Ok(vec![vec![Cell::Bool(true)]])
+        Ok(vec![true])
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::BindInfo;
 
-use super::submit::{columns, rows};
-use super::{fail, job_id_param, ty, Cell, ColType, SqlError, SqlTable};
+use super::submit::{columns, rows, SubmitRow};
+use super::{fail, job_id_param, ty, Col, SqlError, SqlTable};
 use crate::retry;
 use crate::runtime::Runtime;
 
@@ -17,8 +17,9 @@ pub struct Retry;
 impl SqlTable for Retry {
     const NAME: &'static str = "batch_retry";
     type Params = String;
+    type Row = SubmitRow;
 
-    fn columns() -> Vec<(&'static str, ColType)> {
+    fn columns() -> Vec<Col<SubmitRow>> {
         columns()
     }
 
@@ -30,34 +31,26 @@ impl SqlTable for Retry {
         job_id_param(bind, Self::NAME)
     }
 
-    fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<Vec<Cell>>, SqlError> {
+    fn run(rt: &Arc<Runtime>, job_id: &String) -> Result<Vec<SubmitRow>, SqlError> {
         let r = retry::retry(rt, job_id).map_err(|e| fail(Self::NAME, e))?;
         match &r.result {
             Some(res) => {
                 let mut out = rows(&r.request, res);
                 for row in &mut out {
-                    if let Some(Cell::Text(m)) = row.last_mut() {
-                        *m = format!("{}: {m}", r.message);
-                    }
+                    row.message = format!("{}: {}", r.message, row.message);
                 }
                 Ok(out)
             }
-            None => {
-                // Same columns as batch_submit: job_id, status, processor, model, then
-                // counts; only `skipped` (left alone) and the message are filled.
-                let row: Vec<Cell> = columns()
-                    .iter()
-                    .map(|(name, _)| match *name {
-                        "status" => "nothing_to_retry".into(),
-                        "processor" => r.request.processor.clone().into(),
-                        "model" => r.request.model.clone().into(),
-                        "skipped" => r.left_alone.into(),
-                        "message" => r.message.clone().into(),
-                        _ => Cell::Null,
-                    })
-                    .collect();
-                Ok(vec![row])
-            }
+            // Same columns as batch_submit: only status, processor, model, `skipped`
+            // (left alone) and the message are filled.
+            None => Ok(vec![SubmitRow {
+                status: "nothing_to_retry".into(),
+                processor: r.request.processor.clone(),
+                model: r.request.model.clone(),
+                skipped: Some(r.left_alone),
+                message: r.message.clone(),
+                ..SubmitRow::default()
+            }]),
         }
     }
 }

@@ -11,10 +11,11 @@ use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, Value};
 
 use super::{
-    fail, named_bool, named_f64, named_i64, named_text, ty, value_text, Cell, ColType, SqlError,
+    columns, fail, named_bool, named_f64, named_i64, named_text, ty, value_text, Col, SqlError,
     SqlTable,
 };
 use crate::runtime::Runtime;
+use crate::submit::request::{read_all, Draft, Kind, NamedValues, PARAMS};
 use crate::submit::{self, Selection, SubmitRequest, SubmitResult};
 
 /// The `batch_submit` table function.
@@ -23,79 +24,118 @@ pub struct Submit;
 /// The function name, shared with the scalar form.
 pub const NAME: &str = "batch_submit";
 
-/// Output columns, shared with the scalar form (as STRUCT fields).
-pub fn columns() -> Vec<(&'static str, ColType)> {
-    use ColType::*;
-    vec![
-        ("job_id", Varchar),
-        ("status", Varchar),
-        ("processor", Varchar),
-        ("model", Varchar),
-        ("selected", BigInt),
-        ("submitted", BigInt),
-        ("skipped", BigInt),
-        ("skipped_analysed", BigInt),
-        ("skipped_active", BigInt),
-        ("unknown_ids", BigInt),
-        ("over_max", BigInt),
-        ("estimated_input_tokens", BigInt),
-        ("estimated_output_tokens", BigInt),
-        ("cost_estimate", Money),
-        ("provider_batch_id", Varchar),
-        ("message", Varchar),
-    ]
+/// One output row of `batch_submit` (and `batch_retry`, and an element of the scalar
+/// form's list): one job, with the selection's counts. NULL where not given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubmitRow {
+    pub job_id: Option<String>,
+    pub status: String,
+    pub processor: String,
+    pub model: String,
+    pub selected: Option<i64>,
+    pub submitted: Option<i64>,
+    pub skipped: Option<i64>,
+    pub skipped_analysed: Option<i64>,
+    pub skipped_active: Option<i64>,
+    pub unknown_ids: Option<i64>,
+    pub over_max: Option<i64>,
+    pub estimated_input_tokens: Option<i64>,
+    pub estimated_output_tokens: Option<i64>,
+    pub cost_estimate: Option<f64>,
+    pub provider_batch_id: Option<String>,
+    pub message: String,
 }
 
-/// Result rows, in `columns()` order.
-pub fn rows(req: &SubmitRequest, r: &SubmitResult) -> Vec<Vec<Cell>> {
+/// Output columns, shared with `batch_retry` and the scalar form (as STRUCT fields).
+pub fn columns() -> Vec<Col<SubmitRow>> {
+    columns!(SubmitRow {
+        "job_id": Varchar = |r| r.job_id.clone(),
+        "status": Varchar = |r| r.status.clone(),
+        "processor": Varchar = |r| r.processor.clone(),
+        "model": Varchar = |r| r.model.clone(),
+        "selected": BigInt = |r| r.selected,
+        "submitted": BigInt = |r| r.submitted,
+        "skipped": BigInt = |r| r.skipped,
+        "skipped_analysed": BigInt = |r| r.skipped_analysed,
+        "skipped_active": BigInt = |r| r.skipped_active,
+        "unknown_ids": BigInt = |r| r.unknown_ids,
+        "over_max": BigInt = |r| r.over_max,
+        "estimated_input_tokens": BigInt = |r| r.estimated_input_tokens,
+        "estimated_output_tokens": BigInt = |r| r.estimated_output_tokens,
+        "cost_estimate": Money = |r| r.cost_estimate,
+        "provider_batch_id": Varchar = |r| r.provider_batch_id.clone(),
+        "message": Varchar = |r| r.message.clone(),
+    })
+}
+
+/// One row per job of a submit.
+pub fn rows(req: &SubmitRequest, r: &SubmitResult) -> Vec<SubmitRow> {
     let s = &r.summary;
     r.jobs
         .iter()
-        .map(|j| {
-            vec![
-                j.job_id.clone().into(),
-                j.status.clone().into(),
-                req.processor.clone().into(),
-                req.model.clone().into(),
-                s.selected.into(),
-                j.submitted.into(),
-                s.skipped().into(),
-                s.skipped_analysed.into(),
-                s.skipped_active.into(),
-                s.unknown_ids.into(),
-                s.over_max.into(),
-                j.estimated_input_tokens.into(),
-                j.estimated_output_tokens.into(),
-                j.cost_estimate.into(),
-                j.provider_batch_id.clone().into(),
-                j.message.clone().into(),
-            ]
+        .map(|j| SubmitRow {
+            job_id: j.job_id.clone(),
+            status: j.status.clone(),
+            processor: req.processor.clone(),
+            model: req.model.clone(),
+            selected: Some(s.selected),
+            submitted: Some(j.submitted),
+            skipped: Some(s.skipped()),
+            skipped_analysed: Some(s.skipped_analysed),
+            skipped_active: Some(s.skipped_active),
+            unknown_ids: Some(s.unknown_ids),
+            over_max: Some(s.over_max),
+            estimated_input_tokens: Some(j.estimated_input_tokens),
+            estimated_output_tokens: Some(j.estimated_output_tokens),
+            cost_estimate: j.cost_estimate,
+            provider_batch_id: j.provider_batch_id.clone(),
+            message: j.message.clone(),
         })
         .collect()
 }
 
-/// The named parameters and their SQL type ids. Plain data: reading the names needs
-/// no DuckDB API (unit tests run without one).
-pub const NAMED: [(&str, LogicalTypeId); 14] = [
-    ("model", LogicalTypeId::Varchar),
-    ("provider", LogicalTypeId::Varchar),
-    ("base_url", LogicalTypeId::Varchar),
-    ("dry_run", LogicalTypeId::Boolean),
-    ("reprocess", LogicalTypeId::Boolean),
-    ("max_issues", LogicalTypeId::Bigint),
-    ("org", LogicalTypeId::Varchar),
-    ("repo", LogicalTypeId::Varchar),
-    ("state", LogicalTypeId::Varchar),
-    ("missing_analysis", LogicalTypeId::Boolean),
-    ("temperature", LogicalTypeId::Double),
-    ("max_output_tokens", LogicalTypeId::Bigint),
-    ("max_requests_per_job", LogicalTypeId::Bigint),
-    ("reasoning_effort", LogicalTypeId::Varchar),
-];
+/// The SQL type of a named parameter of this kind.
+pub(crate) fn sql_type(kind: Kind) -> LogicalTypeId {
+    match kind {
+        Kind::Text => LogicalTypeId::Varchar,
+        Kind::Bool => LogicalTypeId::Boolean,
+        Kind::Int => LogicalTypeId::Bigint,
+        Kind::Float => LogicalTypeId::Double,
+    }
+}
+
+/// The named parameters and their SQL type ids, from [`PARAMS`]. Plain data: reading
+/// them needs no DuckDB API (unit tests run without one).
+pub(crate) fn named_types() -> Vec<(&'static str, LogicalTypeId)> {
+    PARAMS
+        .iter()
+        .map(|p| (p.name, sql_type(p.kind())))
+        .collect()
+}
 
 /// The named parameters, with their SQL types.
 pub fn named() -> Vec<(&'static str, LogicalTypeHandle)> {
-    NAMED.iter().map(|(n, t)| (*n, ty(*t))).collect()
+    named_types().into_iter().map(|(n, t)| (n, ty(t))).collect()
+}
+
+/// The named parameters as the bind gives them (already cast to their declared types
+/// by DuckDB).
+struct BindValues<'a>(&'a BindInfo);
+
+impl NamedValues for BindValues<'_> {
+    type Error = std::convert::Infallible;
+    fn text(&mut self, name: &str) -> Result<Option<String>, Self::Error> {
+        Ok(named_text(self.0, name))
+    }
+    fn boolean(&mut self, name: &str) -> Result<Option<bool>, Self::Error> {
+        Ok(named_bool(self.0, name))
+    }
+    fn int(&mut self, name: &str) -> Result<Option<i64>, Self::Error> {
+        Ok(named_i64(self.0, name))
+    }
+    fn float(&mut self, name: &str) -> Result<Option<f64>, Self::Error> {
+        Ok(named_f64(self.0, name))
+    }
 }
 
 /// One integer id of the selection argument. UBIGINT, HUGEINT and UHUGEINT values are
@@ -166,8 +206,9 @@ pub fn selection_from_text(text: String) -> Selection {
 impl SqlTable for Submit {
     const NAME: &'static str = NAME;
     type Params = SubmitRequest;
+    type Row = SubmitRow;
 
-    fn columns() -> Vec<(&'static str, ColType)> {
+    fn columns() -> Vec<Col<SubmitRow>> {
         columns()
     }
 
@@ -183,26 +224,12 @@ impl SqlTable for Submit {
         let processor = value_text(&bind.get_parameter(0))
             .ok_or_else(|| fail(NAME, "processor must not be NULL (e.g. 'product-labeling')"))?;
         let selection = selection_from_value(&bind.get_parameter(1))?;
-        let mut req = SubmitRequest::new(processor.trim(), selection);
-        req.set_model_and_provider(named_text(bind, "model"), named_text(bind, "provider"))
-            .map_err(|e| fail(NAME, e))?;
-        req.base_url = named_text(bind, "base_url");
-        req.dry_run = named_bool(bind, "dry_run").unwrap_or(false);
-        req.reprocess = named_bool(bind, "reprocess").unwrap_or(false);
-        req.max_issues = named_i64(bind, "max_issues");
-        req.org = named_text(bind, "org");
-        req.repo = named_text(bind, "repo");
-        req.state = named_text(bind, "state");
-        req.missing_analysis = named_bool(bind, "missing_analysis").unwrap_or(false);
-        req.temperature = named_f64(bind, "temperature");
-        req.max_output_tokens = named_i64(bind, "max_output_tokens");
-        req.max_requests_per_job = named_i64(bind, "max_requests_per_job");
-        req.reasoning_effort = named_text(bind, "reasoning_effort").map(|e| e.trim().to_string());
-        req.validate().map_err(|e| fail(NAME, e))?;
-        Ok(req)
+        let mut draft = Draft::new(processor.trim(), selection);
+        let Ok(()) = read_all(&mut draft, &mut BindValues(bind));
+        draft.finish().map_err(|e| fail(NAME, e))
     }
 
-    fn run(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<Vec<Vec<Cell>>, SqlError> {
+    fn run(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<Vec<SubmitRow>, SqlError> {
         let result = submit::submit(rt, req).map_err(|e| fail(NAME, e))?;
         Ok(rows(req, &result))
     }

@@ -23,10 +23,11 @@ use duckdb::vtab::arrow::WritableVector;
 
 use ai_batch_core::text::echo;
 
-use super::submit::{columns, rows, NAME};
+use super::submit::{columns, rows, SubmitRow, NAME};
 use super::{fail, write_cell, BoxError, ColType, SqlError};
 use crate::runtime::Runtime;
-use crate::submit::{self, Selection, SubmitError, SubmitRequest};
+use crate::submit::request::{self, Draft, NamedValues, PARAMS};
+use crate::submit::{self, is_integer_type, Selection, SubmitError};
 
 /// An option value read from a STRUCT field or a JSON object.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,44 +101,42 @@ fn opt_float(name: &str, v: &Opt) -> Result<Option<f64>, SqlError> {
     }
 }
 
-/// Applies named options to a request; unknown names are an error.
-fn apply_options(req: &mut SubmitRequest, opts: &[(String, Opt)]) -> Result<(), SqlError> {
-    // model and provider are applied together after the loop (`provider:model` form).
-    let (mut model, mut provider) = (None, None);
-    for (name, v) in opts {
-        let n = name.as_str();
-        match n {
-            "model" => model = opt_text(n, v)?,
-            "provider" => provider = opt_text(n, v)?,
-            "reasoning_effort" => {
-                req.reasoning_effort = opt_text(n, v)?.map(|e| e.trim().to_string())
-            }
-            "base_url" => req.base_url = opt_text(n, v)?,
-            "org" => req.org = opt_text(n, v)?,
-            "repo" => req.repo = opt_text(n, v)?,
-            "state" => req.state = opt_text(n, v)?,
-            "dry_run" => req.dry_run = opt_bool(n, v)?.unwrap_or(false),
-            "reprocess" => req.reprocess = opt_bool(n, v)?.unwrap_or(false),
-            "missing_analysis" => req.missing_analysis = opt_bool(n, v)?.unwrap_or(false),
-            "max_issues" => req.max_issues = opt_int(n, v)?,
-            "max_output_tokens" => req.max_output_tokens = opt_int(n, v)?,
-            "max_requests_per_job" => req.max_requests_per_job = opt_int(n, v)?,
-            "temperature" => req.temperature = opt_float(n, v)?,
-            other => {
-                let known: Vec<&str> = super::submit::NAMED.iter().map(|(k, _)| *k).collect();
-                return Err(fail(
-                    NAME,
-                    format!(
-                        "unknown option '{}' (known: {})",
-                        echo(other),
-                        known.join(", ")
-                    ),
-                ));
-            }
-        }
+/// One option value, read as the type its parameter declares (see [`PARAMS`]).
+struct OptValue<'a>(&'a Opt);
+
+impl NamedValues for OptValue<'_> {
+    type Error = SqlError;
+    fn text(&mut self, name: &str) -> Result<Option<String>, SqlError> {
+        opt_text(name, self.0)
     }
-    req.set_model_and_provider(model, provider)
-        .map_err(|e| fail(NAME, e))
+    fn boolean(&mut self, name: &str) -> Result<Option<bool>, SqlError> {
+        opt_bool(name, self.0)
+    }
+    fn int(&mut self, name: &str) -> Result<Option<i64>, SqlError> {
+        opt_int(name, self.0)
+    }
+    fn float(&mut self, name: &str) -> Result<Option<f64>, SqlError> {
+        opt_float(name, self.0)
+    }
+}
+
+/// Applies named options to a request being read; unknown names are an error.
+fn apply_options(draft: &mut Draft, opts: &[(String, Opt)]) -> Result<(), SqlError> {
+    for (name, v) in opts {
+        let Some(p) = request::param(name) else {
+            let known: Vec<&str> = PARAMS.iter().map(|p| p.name).collect();
+            return Err(fail(
+                NAME,
+                format!(
+                    "unknown option '{}' (known: {})",
+                    echo(name),
+                    known.join(", ")
+                ),
+            ));
+        };
+        p.apply(draft, &mut OptValue(v))?;
+    }
+    Ok(())
 }
 
 fn read_varchar(v: &FlatVector<'_>, row: usize) -> Option<String> {
@@ -191,10 +190,6 @@ fn read_int(v: &FlatVector<'_>, t: LogicalTypeId, row: usize) -> Result<Option<i
     }
 }
 
-fn is_int(t: LogicalTypeId) -> bool {
-    crate::submit::is_integer_type(t)
-}
-
 fn read_opt(
     name: &str,
     v: &FlatVector<'_>,
@@ -235,7 +230,7 @@ fn read_opt(
                 raw.map(|r| Opt::Float(r as f64 / 10f64.powi(scale)))
                     .unwrap_or(Opt::Null)
             }
-            t if is_int(t) => read_int(v, t, row)
+            t if is_integer_type(t) => read_int(v, t, row)
                 .map_err(|text| {
                     fail(
                         NAME,
@@ -376,7 +371,7 @@ fn read_selection(col: &Column<'_>, row: usize) -> Result<Selection, SqlError> {
         )),
         LogicalTypeId::List => {
             let child_t = t.child(0).id();
-            if !is_int(child_t) && child_t != LogicalTypeId::SqlNull {
+            if !is_integer_type(child_t) && child_t != LogicalTypeId::SqlNull {
                 return Err(fail(
                     NAME,
                     "the id list must hold integer issue ids (e.g. list(id) or [1, 2, 3])",
@@ -393,7 +388,7 @@ fn read_selection(col: &Column<'_>, row: usize) -> Result<Selection, SqlError> {
             }
             Ok(Selection::Ids(ids))
         }
-        t if is_int(t) => Ok(Selection::Ids(
+        t if is_integer_type(t) => Ok(Selection::Ids(
             read_int(flat, t, row)
                 .map_err(out_of_range)?
                 .into_iter()
@@ -437,10 +432,9 @@ unsafe fn invoke(
     for row in 0..n {
         let processor = read_varchar(&procs.flat, row)
             .ok_or_else(|| fail(NAME, "processor must not be NULL (e.g. 'product-labeling')"))?;
-        let mut req = SubmitRequest::new(processor.trim(), read_selection(selection, row)?);
-        apply_options(&mut req, &read_options(options, n, row)?)?;
-        req.validate().map_err(|e| fail(NAME, e))?;
-        requests.push(req);
+        let mut draft = Draft::new(processor.trim(), read_selection(selection, row)?);
+        apply_options(&mut draft, &read_options(options, n, row)?)?;
+        requests.push(draft.finish().map_err(|e| fail(NAME, e))?);
     }
     let mut all_rows = Vec::with_capacity(n);
     let mut recorded: Vec<String> = Vec::new();
@@ -472,7 +466,7 @@ fn after_rows(e: SubmitError, earlier: &[String]) -> SubmitError {
 }
 
 /// Writes one `LIST(STRUCT(...))` per input row.
-fn write_output(output: &mut dyn WritableVector, all_rows: &[Vec<Vec<super::Cell>>]) {
+fn write_output(output: &mut dyn WritableVector, all_rows: &[Vec<SubmitRow>]) {
     let total: usize = all_rows.iter().map(|r| r.len()).sum();
     let mut list = output.list_vector();
     let cols = columns();
@@ -481,10 +475,9 @@ fn write_output(output: &mut dyn WritableVector, all_rows: &[Vec<Vec<super::Cell
     for (row, job_rows) in all_rows.iter().enumerate() {
         list.set_entry(row, offset, job_rows.len());
         for (k, jr) in job_rows.iter().enumerate() {
-            for (c, (_, ty)) in cols.iter().enumerate() {
+            for (c, col) in cols.iter().enumerate() {
                 let mut fv = child.child(c, total.max(1));
-                let cell = jr.get(c).unwrap_or(&super::Cell::Null);
-                write_cell(&mut fv, offset + k, *ty, cell);
+                write_cell(&mut fv, offset + k, col.ty, &(col.get)(jr));
             }
         }
         offset += job_rows.len();
@@ -575,14 +568,14 @@ unsafe fn raw_type(t: ColType) -> ffi::duckdb_logical_type {
 /// `LIST(STRUCT(<the table function's columns>))`; the caller destroys it.
 unsafe fn raw_return_type() -> ffi::duckdb_logical_type {
     let cols = columns();
-    let names: Vec<CString> = cols.iter().map(|(n, _)| c_string(n)).collect();
+    let names: Vec<CString> = cols.iter().map(|c| c_string(c.name)).collect();
     let mut name_ptrs: Vec<*const std::os::raw::c_char> =
         names.iter().map(|n| n.as_ptr()).collect();
     // SAFETY: the arrays hold `cols.len()` valid entries; every type created here is
     // destroyed after DuckDB copied it into the struct / list type.
     unsafe {
         let mut types: Vec<ffi::duckdb_logical_type> =
-            cols.iter().map(|(_, t)| raw_type(*t)).collect();
+            cols.iter().map(|c| raw_type(c.ty)).collect();
         let mut st = ffi::duckdb_create_struct_type(
             types.as_mut_ptr(),
             name_ptrs.as_mut_ptr(),
@@ -653,15 +646,17 @@ pub unsafe fn register(db: ffi::duckdb_database, rt: &Arc<Runtime>) -> Result<()
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::submit::request::Kind;
 
     #[test]
     fn json_options_apply() {
-        let mut req = SubmitRequest::new("product-labeling", Selection::Ids(vec![1]));
+        let mut d = Draft::new("product-labeling", Selection::Ids(vec![1]));
         let opts = options_from_json(
             r#"{"model": "gpt-4o", "dry_run": true, "max_issues": 5, "temperature": 0.2}"#,
         )
         .unwrap();
-        apply_options(&mut req, &opts).unwrap();
+        apply_options(&mut d, &opts).unwrap();
+        let req = d.finish().unwrap();
         assert_eq!(req.model, "gpt-4o");
         assert!(req.dry_run);
         assert_eq!(req.max_issues, Some(5));
@@ -670,27 +665,26 @@ mod tests {
 
     #[test]
     fn json_options_take_provider_prefix_and_reasoning_effort() {
-        let mut req = SubmitRequest::new("product-labeling", Selection::Ids(vec![1]));
+        let mut d = Draft::new("product-labeling", Selection::Ids(vec![1]));
         let opts = options_from_json(
             r#"{"model": "openai:o4-mini", "reasoning_effort": "low", "provider": "openai"}"#,
         )
         .unwrap();
-        apply_options(&mut req, &opts).unwrap();
+        apply_options(&mut d, &opts).unwrap();
+        let req = d.finish().unwrap();
         assert_eq!(
             (req.model.as_str(), req.provider.as_str()),
             ("o4-mini", "openai")
         );
         assert_eq!(req.reasoning_effort.as_deref(), Some("low"));
-        req.validate().unwrap();
     }
 
     #[test]
     fn unknown_and_mistyped_options_fail() {
-        let mut req = SubmitRequest::new("product-labeling", Selection::Ids(vec![1]));
-        let e = apply_options(&mut req, &[("modle".into(), Opt::Text("x".into()))]).unwrap_err();
+        let mut d = Draft::new("product-labeling", Selection::Ids(vec![1]));
+        let e = apply_options(&mut d, &[("modle".into(), Opt::Text("x".into()))]).unwrap_err();
         assert!(e.to_string().contains("unknown option 'modle'"), "{e}");
-        let e =
-            apply_options(&mut req, &[("dry_run".into(), Opt::Text("yes".into()))]).unwrap_err();
+        let e = apply_options(&mut d, &[("dry_run".into(), Opt::Text("yes".into()))]).unwrap_err();
         assert!(e.to_string().contains("true or false"), "{e}");
     }
 
@@ -726,16 +720,92 @@ mod tests {
                 "option 'temperature' must be a number (DOUBLE), not a text",
             ),
         ] {
-            let mut req = SubmitRequest::new("product-labeling", Selection::Ids(vec![1]));
+            let mut d = Draft::new("product-labeling", Selection::Ids(vec![1]));
             let opts = options_from_json(json).unwrap();
-            let e = apply_options(&mut req, &opts).unwrap_err().to_string();
+            let e = apply_options(&mut d, &opts).unwrap_err().to_string();
             assert!(e.starts_with("batch_submit: "), "{e}");
             assert!(e.contains(expected), "{json}: {e}");
         }
         // Keys are case-insensitive, as named parameters are; whole floats are integers.
-        let mut req = SubmitRequest::new("product-labeling", Selection::Ids(vec![1]));
+        let mut d = Draft::new("product-labeling", Selection::Ids(vec![1]));
         let opts = options_from_json(r#"{"Model": "gpt-4o", "MAX_ISSUES": 3.0}"#).unwrap();
-        apply_options(&mut req, &opts).unwrap();
+        apply_options(&mut d, &opts).unwrap();
+        let req = d.finish().unwrap();
         assert_eq!((req.model.as_str(), req.max_issues), ("gpt-4o", Some(3)));
+    }
+
+    /// Named values with only `.0` given (a sample of its type), as a bind of a call
+    /// that names just that parameter.
+    struct Only(&'static str);
+
+    impl NamedValues for Only {
+        type Error = std::convert::Infallible;
+        fn text(&mut self, name: &str) -> Result<Option<String>, Self::Error> {
+            Ok((name == self.0).then(|| "sample".to_string()))
+        }
+        fn boolean(&mut self, name: &str) -> Result<Option<bool>, Self::Error> {
+            Ok((name == self.0).then_some(true))
+        }
+        fn int(&mut self, name: &str) -> Result<Option<i64>, Self::Error> {
+            Ok((name == self.0).then_some(7))
+        }
+        fn float(&mut self, name: &str) -> Result<Option<f64>, Self::Error> {
+            Ok((name == self.0).then_some(0.5))
+        }
+    }
+
+    /// The same samples as a STRUCT field and as a JSON value.
+    fn samples(kind: Kind) -> (Opt, &'static str) {
+        match kind {
+            Kind::Text => (Opt::Text("sample".into()), r#""sample""#),
+            Kind::Bool => (Opt::Bool(true), "true"),
+            Kind::Int => (Opt::Int(7), "7"),
+            Kind::Float => (Opt::Float(0.5), "0.5"),
+        }
+    }
+
+    #[test]
+    fn every_parameter_is_registered_read_by_the_bind_and_taken_as_an_option() {
+        let registered = super::super::submit::named_types();
+        assert_eq!(registered.len(), PARAMS.len());
+        let blank = Draft::new("product-labeling", Selection::All);
+        let mut seen: Vec<Draft> = Vec::new();
+        for p in &PARAMS {
+            let name = p.name;
+            // Registered by the table function, with the SQL type of its kind.
+            let sql_type = super::super::submit::sql_type(p.kind());
+            assert!(
+                registered.contains(&(name, sql_type)),
+                "{name} not registered"
+            );
+            // Read by the table function's bind.
+            let mut bound = blank.clone();
+            let Ok(()) = request::read_all(&mut bound, &mut Only(name));
+            assert_ne!(bound, blank, "{name}: the bind does not read it");
+            // Taken by the scalar form, as a STRUCT field and as JSON, to the same
+            // request.
+            let (opt, json) = samples(p.kind());
+            let mut as_struct = blank.clone();
+            apply_options(&mut as_struct, &[(name.to_string(), opt)]).unwrap();
+            assert_eq!(as_struct, bound, "{name}: STRUCT option and bind differ");
+            let mut as_json = blank.clone();
+            let opts = options_from_json(&format!(r#"{{"{name}": {json}}}"#)).unwrap();
+            apply_options(&mut as_json, &opts).unwrap();
+            assert_eq!(as_json, bound, "{name}: JSON option and bind differ");
+            // Each parameter sets something of its own.
+            assert!(!seen.contains(&bound), "{name} sets what another one sets");
+            seen.push(bound);
+        }
+    }
+
+    #[test]
+    fn unknown_options_list_every_parameter() {
+        let mut d = Draft::new("product-labeling", Selection::All);
+        let e = apply_options(&mut d, &[("nope".into(), Opt::Null)])
+            .unwrap_err()
+            .to_string();
+        for (name, _) in super::super::submit::named_types() {
+            assert!(e.contains(name), "{name} missing from: {e}");
+        }
     }
 }
