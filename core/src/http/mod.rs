@@ -47,8 +47,8 @@ mod rules;
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -190,6 +190,8 @@ pub(crate) enum Payload<'a> {
 #[derive(Clone, Copy)]
 pub(crate) enum UploadSource<'a> {
     Path(&'a Path),
+    /// Bytes in memory (the tests' small uploads).
+    #[cfg(test)]
     Bytes(&'a [u8]),
 }
 
@@ -349,6 +351,8 @@ impl HttpClient {
         self.execute(call, &mut before, |resp| self.read_json(call, resp))
     }
 
+    /// Used by the tests only: collect downloads into memory.
+    #[cfg(test)]
     /// Downloads the body of GET `path` to `dest`, streamed. The bytes go to `dest` +
     /// `.part` first and are renamed to `dest` only when complete, so `dest` never
     /// holds a partial file. A body shorter than its `Content-Length` is an error
@@ -362,7 +366,7 @@ impl HttpClient {
     ) -> Result<u64, HttpError> {
         let mut part_name = dest.as_os_str().to_owned();
         part_name.push(".part");
-        let part = PathBuf::from(part_name);
+        let part = std::path::PathBuf::from(part_name);
         let call = Call {
             budget: Budget::Transfer,
             ..Call::get(op, path)
@@ -380,7 +384,7 @@ impl HttpClient {
         };
         let result = self.execute(&call, &mut || Ok(()), |resp| {
             let file = File::create(&part).map_err(local("cannot create", &part))?;
-            let mut out = BufWriter::with_capacity(256 * 1024, file);
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
             let n = self.copy_body(&call, file_id, resp, (&mut out, &part), u64::MAX)?;
             let file = out
                 .into_inner()
@@ -494,6 +498,7 @@ impl HttpClient {
                 let builder = builder.header(header::CONTENT_TYPE, form.content_type());
                 // `FileBody` streams the reader and sends its exact Content-Length.
                 let body = match *file {
+                    #[cfg(test)]
                     UploadSource::Bytes(bytes) => {
                         let len = bytes.len() as u64;
                         FileBody::body(
