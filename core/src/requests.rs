@@ -423,134 +423,64 @@ impl Sharder {
     }
 }
 
-/// One finished batch input file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shard {
-    /// The job id every `custom_id` in this file carries.
-    pub job_id: String,
-    /// The JSONL content.
-    pub jsonl: Vec<u8>,
-    /// The issues in this file, in line order.
-    pub issue_ids: Vec<i64>,
-    /// The issues whose text was truncated.
-    pub truncated_issue_ids: Vec<i64>,
-}
-
-/// Builds batch files one issue at a time, starting a new file (with a new job id
-/// from the caller's closure) whenever the [`Sharder`] says so. Memory holds one
-/// file at a time if the caller ships each finished [`Shard`] before pushing on.
-pub struct ShardWriter<'a, F: FnMut() -> String> {
-    processor: &'a Processor,
-    opts: &'a RequestOptions,
-    new_job_id: F,
-    sharder: Sharder,
-    current: Shard,
-}
-
-impl<'a, F: FnMut() -> String> ShardWriter<'a, F> {
-    /// Starts the first shard with a job id from `new_job_id`. Checks `opts` and the
-    /// job id.
-    pub fn new(
-        processor: &'a Processor,
-        opts: &'a RequestOptions,
-        sharder: Sharder,
-        mut new_job_id: F,
-    ) -> Result<Self, RequestError> {
-        opts.validate()?;
-        let job_id = new_job_id();
-        validate_job_id(&job_id)?;
-        Ok(ShardWriter {
-            processor,
-            opts,
-            new_job_id,
-            sharder,
-            current: Shard {
-                job_id,
-                jsonl: Vec::new(),
-                issue_ids: Vec::new(),
-                truncated_issue_ids: Vec::new(),
-            },
-        })
-    }
-
-    /// The job id of the shard being filled.
-    pub fn current_job_id(&self) -> &str {
-        &self.current.job_id
-    }
-
-    /// Adds one issue. Returns the previous shard when this issue had to start a new
-    /// one. On error the writer is unchanged.
-    pub fn push(&mut self, issue: &IssueInput) -> Result<Option<Shard>, RequestError> {
-        // Written straight into the shard (no copy); taken back out if it must move.
-        let start = self.current.jsonl.len();
-        let cid = custom_id(&self.current.job_id, issue.id);
-        let line = write_request_line(
-            &mut self.current.jsonl,
-            &cid,
-            self.processor,
-            issue,
-            self.opts,
-        )?;
-        let mut sharder = self.sharder.clone();
-        let step = sharder.push(issue.id, line.bytes);
-        match step {
-            Ok(ShardStep::Continue) => {
-                self.sharder = sharder;
-                self.record(issue.id, line.truncated);
-                Ok(None)
-            }
-            Ok(ShardStep::StartNew) => {
-                self.current.jsonl.truncate(start);
-                let job_id = (self.new_job_id)();
-                validate_job_id(&job_id)?;
-                // Rewrite the line with the new job's custom_id (its size may differ).
-                let mut jsonl = Vec::new();
-                let cid = custom_id(&job_id, issue.id);
-                let line = write_request_line(&mut jsonl, &cid, self.processor, issue, self.opts)?;
-                let mut fresh =
-                    Sharder::with_limits(self.sharder.max_lines, self.sharder.max_bytes);
-                fresh.push(issue.id, line.bytes)?;
-                self.sharder = fresh;
-                let next = Shard {
-                    job_id,
-                    jsonl,
-                    issue_ids: Vec::new(),
-                    truncated_issue_ids: Vec::new(),
-                };
-                let done = std::mem::replace(&mut self.current, next);
-                self.record(issue.id, line.truncated);
-                Ok(Some(done))
-            }
-            Err(e) => {
-                self.current.jsonl.truncate(start);
-                Err(e)
-            }
-        }
-    }
-
-    fn record(&mut self, issue_id: i64, truncated: bool) {
-        self.current.issue_ids.push(issue_id);
-        if truncated {
-            self.current.truncated_issue_ids.push(issue_id);
-        }
-    }
-
-    /// The last shard, or `None` when no issue was pushed into it.
-    pub fn finish(self) -> Option<Shard> {
-        if self.current.issue_ids.is_empty() {
-            None
-        } else {
-            Some(self.current)
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::processor::{processor_by_name, CommentInput, MAX_BODY_CHARS};
     use serde_json::Value;
+
+    /// One finished batch input file of [`shard_all`].
+    struct Shard {
+        job_id: String,
+        jsonl: Vec<u8>,
+        issue_ids: Vec<i64>,
+        truncated_issue_ids: Vec<i64>,
+    }
+
+    /// Cuts `issues` into batch files the way the submit pipeline does: each line is
+    /// written with the current job's custom id and offered to the [`Sharder`]; when it
+    /// says [`ShardStep::StartNew`], the file is closed and the line rewritten under a
+    /// new job id from `new_job_id` (its size may differ).
+    fn shard_all(
+        issues: &[IssueInput],
+        opts: &RequestOptions,
+        mut sharder: Sharder,
+        mut new_job_id: impl FnMut() -> String,
+    ) -> Result<Vec<Shard>, RequestError> {
+        opts.validate()?;
+        let new_shard = |job_id: String| -> Result<Shard, RequestError> {
+            validate_job_id(&job_id)?;
+            Ok(Shard {
+                job_id,
+                jsonl: Vec::new(),
+                issue_ids: Vec::new(),
+                truncated_issue_ids: Vec::new(),
+            })
+        };
+        let mut shards = vec![new_shard(new_job_id())?];
+        for issue in issues {
+            let mut cur = shards.last_mut().unwrap();
+            let start = cur.jsonl.len();
+            let cid = custom_id(&cur.job_id, issue.id);
+            let mut line = write_request_line(&mut cur.jsonl, &cid, pl(), issue, opts)?;
+            if sharder.push(issue.id, line.bytes)? == ShardStep::StartNew {
+                cur.jsonl.truncate(start);
+                shards.push(new_shard(new_job_id())?);
+                cur = shards.last_mut().unwrap();
+                let cid = custom_id(&cur.job_id, issue.id);
+                line = write_request_line(&mut cur.jsonl, &cid, pl(), issue, opts)?;
+                sharder = Sharder::with_limits(sharder.max_lines(), sharder.max_bytes());
+                sharder.push(issue.id, line.bytes)?;
+            }
+            cur.issue_ids.push(issue.id);
+            if line.truncated {
+                cur.truncated_issue_ids.push(issue.id);
+            }
+        }
+        shards.retain(|s| !s.issue_ids.is_empty());
+        Ok(shards)
+    }
 
     fn pl() -> &'static Processor {
         processor_by_name("product-labeling").unwrap()
@@ -860,21 +790,15 @@ mod tests {
     }
 
     #[test]
-    fn shard_writer_splits_by_lines_and_bytes() {
+    fn sharding_splits_by_lines_and_bytes() {
         let mut n = 0;
         let o = opts();
-        let mut w = ShardWriter::new(pl(), &o, Sharder::with_limits(3, usize::MAX), || {
+        let issues: Vec<IssueInput> = (1..=7).map(issue).collect();
+        let shards = shard_all(&issues, &o, Sharder::with_limits(3, usize::MAX), || {
             n += 1;
             format!("job_{n}")
         })
         .unwrap();
-        let mut shards = Vec::new();
-        for id in 1..=7 {
-            if let Some(s) = w.push(&issue(id)).unwrap() {
-                shards.push(s);
-            }
-        }
-        shards.extend(w.finish());
         let ids: Vec<Vec<i64>> = shards.iter().map(|s| s.issue_ids.clone()).collect();
         assert_eq!(ids, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
         for s in &shards {
@@ -899,43 +823,41 @@ mod tests {
             .unwrap()
             .bytes;
         let mut n = 0;
-        let mut w = ShardWriter::new(pl(), &o, Sharder::with_limits(100, one * 2 + 10), || {
+        let issues: Vec<IssueInput> = (1..=5).map(issue).collect();
+        let shards = shard_all(&issues, &o, Sharder::with_limits(100, one * 2 + 10), || {
             n += 1;
             format!("job_{n}")
         })
         .unwrap();
-        let mut sizes = Vec::new();
-        for id in 1..=5 {
-            if let Some(s) = w.push(&issue(id)).unwrap() {
-                sizes.push((s.issue_ids.len(), s.jsonl.len()));
-            }
-        }
-        let last = w.finish().unwrap();
-        sizes.push((last.issue_ids.len(), last.jsonl.len()));
+        let sizes: Vec<(usize, usize)> = shards
+            .iter()
+            .map(|s| (s.issue_ids.len(), s.jsonl.len()))
+            .collect();
         assert_eq!(sizes.iter().map(|s| s.0).collect::<Vec<_>>(), vec![2, 2, 1]);
         assert!(sizes.iter().all(|s| s.1 <= one * 2 + 10));
     }
 
     #[test]
-    fn shard_writer_empty_and_bad_job_id() {
+    fn sharding_empty_and_bad_job_id() {
         let o = opts();
-        let w = ShardWriter::new(pl(), &o, Sharder::new(), || "job_1".to_string()).unwrap();
-        assert!(w.finish().is_none());
-        assert!(ShardWriter::new(pl(), &o, Sharder::new(), || "bad-id".to_string()).is_err());
+        let job_1 = || "job_1".to_string();
+        assert!(shard_all(&[], &o, Sharder::new(), job_1)
+            .unwrap()
+            .is_empty());
+        assert!(shard_all(&[], &o, Sharder::new(), || "bad-id".to_string()).is_err());
         let bad = RequestOptions::new("");
-        assert!(ShardWriter::new(pl(), &bad, Sharder::new(), || "job_1".to_string()).is_err());
+        assert!(shard_all(&[], &bad, Sharder::new(), job_1).is_err());
     }
 
     #[test]
-    fn shard_writer_truncated_ids() {
+    fn sharding_truncated_ids() {
         let o = opts();
-        let mut w = ShardWriter::new(pl(), &o, Sharder::new(), || "job_1".to_string()).unwrap();
         let mut big = issue(2);
         big.body = Some("b".repeat(MAX_BODY_CHARS * 2));
-        assert!(w.push(&issue(1)).unwrap().is_none());
-        assert!(w.push(&big).unwrap().is_none());
-        let s = w.finish().unwrap();
-        assert_eq!(s.issue_ids, vec![1, 2]);
-        assert_eq!(s.truncated_issue_ids, vec![2]);
+        let shards =
+            shard_all(&[issue(1), big], &o, Sharder::new(), || "job_1".to_string()).unwrap();
+        assert_eq!(shards.len(), 1);
+        assert_eq!(shards[0].issue_ids, vec![1, 2]);
+        assert_eq!(shards[0].truncated_issue_ids, vec![2]);
     }
 }

@@ -1,16 +1,16 @@
-//! Transport helpers shared by the provider clients: base-URL policy,
-//! retry timing (capped exponential backoff with jitter, `Retry-After` in its
-//! three forms), the streamed multipart body, the cleaning of text that a
-//! server sent us before it goes into an error message, and the removal of
-//! secrets (the API key, `Bearer` tokens) from everything a server sent us.
+//! The pure rules of the HTTP module: base-URL policy, retry timing (capped
+//! exponential backoff with jitter, `Retry-After` in its three forms), the
+//! streamed multipart body, the cleaning of text that a server sent us before
+//! it goes into an error message, and the removal of secrets (the API key,
+//! `Bearer` tokens) from everything a server sent us.
 //!
 //! Everything here is pure: no sockets, no clock reads except where a `now`
 //! is passed in, so the rules are unit-tested on their own.
 
 use std::io::{self, Read};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use ureq::http::HeaderMap;
+use reqwest::header::HeaderMap;
 
 /// A validated provider base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,72 +171,10 @@ fn duration_from_secs(secs: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(secs.min(86_400.0)).ok()
 }
 
-/// Parses an RFC 7231 IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
-/// The weekday is not cross-checked. Other (obsolete) date forms give `None`.
-pub fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let mut parts = s.split_whitespace();
-    let weekday = parts.next()?;
-    let day = parts.next()?;
-    let month = parts.next()?;
-    let year = parts.next()?;
-    let time = parts.next()?;
-    let zone = parts.next()?;
-    if parts.next().is_some() || zone != "GMT" {
-        return None;
-    }
-    let weekday = weekday.strip_suffix(',')?;
-    const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    if !WEEKDAYS.contains(&weekday) {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = u32::try_from(MONTHS.iter().position(|m| *m == month)?).ok()? + 1;
-    let day: u32 = digits(day, 2)?;
-    let year: i64 = i64::from(digits(year, 4)?);
-    let mut hms = time.split(':');
-    let hour: u32 = digits(hms.next()?, 2)?;
-    let minute: u32 = digits(hms.next()?, 2)?;
-    let second: u32 = digits(hms.next()?, 2)?;
-    if hms.next().is_some() || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    if day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    let secs = u64::try_from(secs).ok()?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-/// Exactly `n` ASCII digits.
-fn digits(s: &str, n: usize) -> Option<u32> {
-    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// An HTTP date (IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`, and the two
+/// obsolete forms RFC 9110 asks recipients to accept), by the `httpdate` crate.
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(s).ok()
 }
 
 /// Makes server-sent text safe and short for an error message: control
@@ -437,11 +375,16 @@ impl Multipart {
         self.head.len() as u64 + file_len + self.tail.len() as u64
     }
 
-    /// The body as one reader: head, exactly `file_len` bytes of `file`, tail.
-    pub fn reader<'a, R: Read + 'a>(&'a self, file: R, file_len: u64) -> impl Read + 'a {
-        io::Cursor::new(self.head.as_slice())
+    /// The body as one reader: head, exactly `file_len` bytes of `file`, tail. It owns
+    /// copies of the (small) head and tail, so it can be handed to the HTTP client.
+    pub fn reader<R: Read + Send + 'static>(
+        &self,
+        file: R,
+        file_len: u64,
+    ) -> impl Read + Send + 'static {
+        io::Cursor::new(self.head.clone())
             .chain(file.take(file_len))
-            .chain(io::Cursor::new(self.tail.as_slice()))
+            .chain(io::Cursor::new(self.tail.clone()))
     }
 }
 
@@ -473,7 +416,8 @@ fn safe_filename(s: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use ureq::http::HeaderValue;
+    use reqwest::header::HeaderValue;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn base_url_https_and_loopback_http() {
@@ -544,9 +488,13 @@ mod tests {
         assert_eq!(t, UNIX_EPOCH);
         let t = parse_http_date("Tue, 29 Feb 2000 23:59:59 GMT").unwrap();
         assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 951_868_799);
+        // The obsolete RFC 850 and asctime forms, which RFC 9110 asks recipients to
+        // accept, are read by httpdate (the hand-written parser refused them).
+        for obsolete in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+            let t = parse_http_date(obsolete).unwrap_or_else(|| panic!("{obsolete}"));
+            assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 784_111_777);
+        }
         for bad in [
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
             "Sun, 06 Nov 1994 08:49:37 UTC",
             "Sun, 6 Nov 1994 08:49:37 GMT",
             "Sun, 31 Nov 1994 08:49:37 GMT",

@@ -1,73 +1,26 @@
-//! A blocking client for the OpenAI Files and Batches APIs (`ureq` 3, rustls).
+//! The OpenAI Files and Batches endpoints, on the shared HTTP module
+//! ([`crate::http`]: timeouts, retries, key scrubbing, streaming).
 //!
-//! Owns: the HTTP conversation with OpenAI (upload a JSONL file, create /
-//! retrieve / list / cancel a batch, download / retrieve / delete a file), the
-//! typed objects those calls return, the retry policy, and [`OpenAiError`].
-//!
-//! Retry policy, in one place ([`OpenAiClient`] applies it to every call):
-//! - Calls that are safe to repeat (GET, DELETE) are retried on 408, 409, 429
-//!   (except `insufficient_quota`), >= 500, connection failures, timeouts,
-//!   connections closed mid-exchange and truncated downloads.
-//! - Calls that create something (upload, create batch) and cancel are POSTs
-//!   and are retried only when the request provably did not take effect: it
-//!   never left (DNS or connect failure), or the server answered 429 (rate
-//!   limited, not `insufficient_quota`). Any other failure is returned with
-//!   [`OpenAiError::may_have_reached_provider`] set, so the caller reconciles
-//!   (for instance with [`OpenAiClient::find_batch_for_job`]) instead of
-//!   creating a second batch.
-//! - A `x-should-retry: false` header always stops retries.
-//! - The wait is `Retry-After` (`retry-after-ms`, seconds or HTTP date) capped
-//!   at [`ClientOptions::max_retry_after`], else a capped exponential backoff
-//!   with jitter.
-//!
-//! The API key is only ever placed in the `Authorization` header. `Debug` of
-//! the client redacts it. Everything that comes in from the server is scrubbed
-//! of it (and of any `Bearer` token, see [`redact_secrets`]) on the way in, in
-//! one place per kind of input: JSON responses before they are parsed
-//! (`read_json`: batch objects with their `errors.data`, lists, files), result
-//! files downloaded into memory ([`OpenAiClient::download_file_to_vec`]), and
-//! error bodies, headers and transport texts (`scrub`). Callers never see a
-//! provider text that still holds the key.
+//! Owns: the paths, methods and bodies of each call (upload a JSONL file, create /
+//! retrieve / list / cancel a batch, download / retrieve / delete a file), which of
+//! them are safe to repeat, and the checks on ids and metadata made before anything
+//! is sent.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
-use ureq::http::{header, HeaderMap, HeaderValue, Method, Request, Response};
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{ConnectionDetails, Connector, DefaultConnector, NextTimeout};
-use ureq::{Agent, AsSendBody, Body, SendBody};
+use reqwest::Method;
+use serde::Serialize;
 
+use super::wire::{Batch, BatchList, FileDeleted, FileList, FileObject};
+use super::{OpenAiError, SERVICE};
 use crate::http::{
-    backoff_delay, clean_text, parse_retry_after, redact_secrets, redact_secrets_text,
-    validate_base_url, Multipart,
+    clean_text, Budget, Call, ClientOptions, HttpClient, Multipart, Payload, UploadSource,
+    MAX_SHORT_CHARS,
 };
-
-/// The public OpenAI API.
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// The metadata key carrying our job id on every batch we create.
-pub const JOB_ID_METADATA_KEY: &str = "ai_batch_job_id";
-/// The only completion window the Batch API offers today.
-pub const COMPLETION_WINDOW_24H: &str = "24h";
-/// The batch endpoint for chat-completions requests.
-pub const CHAT_COMPLETIONS_ENDPOINT: &str = "/v1/chat/completions";
 
 /// The create call's name in errors; it has its own timeout ([`ClientOptions::create_timeout`]).
 const CREATE_BATCH_OP: &str = "create batch";
-const USER_AGENT: &str = concat!("ai_batch/", env!("CARGO_PKG_VERSION"));
-/// At most this much of an error body is read.
-const MAX_ERROR_BODY: u64 = 64 * 1024;
-/// At most this much of a JSON response is read.
-const MAX_JSON_BODY: u64 = 64 * 1024 * 1024;
-/// Provider messages are cut to this many characters.
-const MAX_MESSAGE_CHARS: usize = 500;
-/// Codes, types, request ids, locations are cut to this many characters.
-const MAX_SHORT_CHARS: usize = 200;
 /// Paging guard for [`OpenAiClient::scan_batches`].
 const MAX_LIST_PAGES: u32 = 10_000;
 /// OpenAI's metadata limits.
@@ -75,106 +28,11 @@ const MAX_METADATA_PAIRS: usize = 16;
 const MAX_METADATA_KEY_CHARS: usize = 64;
 const MAX_METADATA_VALUE_CHARS: usize = 512;
 
-// ---------------------------------------------------------------------------
-// Options and client
-// ---------------------------------------------------------------------------
-
-/// Timeouts and retry settings of an [`OpenAiClient`].
-///
-/// Each timeout applies to one attempt; retries get a fresh budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// DNS resolution plus TCP/TLS connection setup. Default 10 s.
-    pub connect_timeout: Duration,
-    /// Whole exchange of a JSON call (retrieve, list, cancel, delete). Default 60 s.
-    pub request_timeout: Duration,
-    /// Whole exchange of one create-batch attempt. Default 60 s. A create the client
-    /// gave up on may still land at the provider later: callers reconcile by listing,
-    /// and wait a multiple of this before concluding that it never will.
-    pub create_timeout: Duration,
-    /// Whole exchange of a file upload or download. Default 30 min
-    /// (a 200 MB batch file over a slow uplink).
-    pub transfer_timeout: Duration,
-    /// A download whose socket stays silent this long, or an upload whose
-    /// socket accepts nothing this long, is abandoned. Default 120 s.
-    pub stall_timeout: Duration,
-    /// Retries after the first attempt. Default 4.
-    pub max_retries: u32,
-    /// First backoff delay. Default 0.5 s.
-    pub initial_backoff: Duration,
-    /// Backoff cap. Default 8 s.
-    pub max_backoff: Duration,
-    /// Cap on a server-requested `Retry-After`. Default 60 s.
-    pub max_retry_after: Duration,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
-            create_timeout: Duration::from_secs(60),
-            transfer_timeout: Duration::from_secs(30 * 60),
-            stall_timeout: Duration::from_secs(120),
-            max_retries: 4,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(8),
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
-}
-
 /// A blocking OpenAI Files + Batches client. Build it once and reuse it: it
 /// holds one connection pool.
+#[derive(Debug)]
 pub struct OpenAiClient {
-    agent: Agent,
-    base_url: String,
-    api_key: String,
-    auth: HeaderValue,
-    opts: ClientOptions,
-}
-
-impl fmt::Debug for OpenAiClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiClient")
-            .field("base_url", &self.base_url)
-            .field("api_key", &"[redacted]")
-            .field("opts", &self.opts)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What one call is, for the retry loop.
-struct Call<'a> {
-    op: &'static str,
-    method: Method,
-    path: String,
-    payload: Payload<'a>,
-    /// Safe to repeat whatever happened (GET, DELETE).
-    idempotent: bool,
-    /// A file transfer: the long timeout applies.
-    transfer: bool,
-}
-
-enum Payload<'a> {
-    /// No body (GET, DELETE).
-    None,
-    /// A body held in memory.
-    Bytes {
-        bytes: &'a [u8],
-        content_type: &'static str,
-    },
-    /// A multipart body around a file.
-    Multipart {
-        form: &'a Multipart,
-        file: UploadSource<'a>,
-    },
-}
-
-#[derive(Clone, Copy)]
-enum UploadSource<'a> {
-    Path(&'a Path),
-    Bytes(&'a [u8]),
+    http: HttpClient,
 }
 
 /// What [`OpenAiClient::scan_batches`] does after looking at one batch.
@@ -189,64 +47,26 @@ pub enum ScanStep {
 }
 
 impl OpenAiClient {
-    /// Builds a client for `base_url` (such as [`DEFAULT_BASE_URL`]).
+    /// Builds a client for `base_url` (such as [`super::DEFAULT_BASE_URL`]).
     ///
     /// `base_url` must be `https://`, except on loopback hosts (`127.0.0.0/8`,
     /// `localhost`, `[::1]`) where `http://` is allowed. Environment proxies
     /// (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) are honoured, except for
     /// loopback hosts. Surrounding whitespace of `api_key` is ignored.
     pub fn new(base_url: &str, api_key: String, opts: ClientOptions) -> Result<Self, OpenAiError> {
-        let api_key = api_key.trim().to_string();
-        let base = validate_base_url(base_url).map_err(|reason| {
-            let mut url = displayable_url(base_url);
-            if api_key.len() >= 6 {
-                url = url.replace(api_key.as_str(), "[redacted]");
-            }
-            OpenAiError::InvalidBaseUrl { url, reason }
-        })?;
-        if api_key.is_empty() {
-            return Err(OpenAiError::MissingApiKey);
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {api_key}"))
-            .map_err(|_| OpenAiError::InvalidApiKey)?;
-        auth.set_sensitive(true);
-
-        let mut config = Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .timeout_resolve(Some(opts.connect_timeout))
-            .timeout_connect(Some(opts.connect_timeout))
-            .timeout_global(Some(opts.request_timeout))
-            .user_agent(USER_AGENT)
-            .accept("application/json");
-        if base.loopback {
-            config = config.proxy(None);
-        }
-        // Resolver and connector are ureq's own, wrapped so that their failures are
-        // known to have happened before any byte of the request was written.
-        let agent = Agent::with_parts(
-            config.build(),
-            BeforeSendingConnector(DefaultConnector::default()),
-            BeforeSendingResolver(DefaultResolver::default()),
-        );
         Ok(OpenAiClient {
-            agent,
-            base_url: base.url,
-            api_key,
-            auth,
-            opts,
+            http: HttpClient::new(SERVICE, base_url, api_key, opts)?,
         })
     }
 
     /// The validated base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        self.http.base_url()
     }
 
     /// The options this client was built with.
     pub fn options(&self) -> &ClientOptions {
-        &self.opts
+        self.http.options()
     }
 
     // -- Files ---------------------------------------------------------------
@@ -265,6 +85,8 @@ impl OpenAiClient {
         self.upload(UploadSource::Path(path), filename)
     }
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Uploads JSONL held in memory with purpose `batch` (`POST /files`).
     pub fn upload_batch_bytes(
         &self,
@@ -287,80 +109,46 @@ impl OpenAiClient {
             path: "/files".to_string(),
             payload: Payload::Multipart { form: &form, file },
             idempotent: false,
-            transfer: true,
+            budget: Budget::Transfer,
         };
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        self.http.json(&call)
     }
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Retrieves a file's metadata (`GET /files/{id}`).
     pub fn retrieve_file(&self, file_id: &str) -> Result<FileObject, OpenAiError> {
-        check_id("file id", file_id)?;
+        check_id(&self.http, "file id", file_id)?;
         let call = Call::get("retrieve file", format!("/files/{file_id}"));
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        self.http.json(&call)
     }
 
     /// Deletes a file (`DELETE /files/{id}`). Retried like a GET; note that a
     /// retry after a lost success answers 404 ([`OpenAiError::is_not_found`]).
     pub fn delete_file(&self, file_id: &str) -> Result<FileDeleted, OpenAiError> {
-        check_id("file id", file_id)?;
+        check_id(&self.http, "file id", file_id)?;
         let call = Call {
             method: Method::DELETE,
             ..Call::get("delete file", format!("/files/{file_id}"))
         };
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        self.http.json(&call)
     }
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Downloads a file's content (`GET /files/{id}/content`) to `dest`,
     /// streamed. The bytes go to `dest` + `.part` first and are renamed to
     /// `dest` only when complete, so `dest` never holds a partial file. A body
     /// shorter than its `Content-Length` is an error (retried). Returns the
     /// number of bytes written.
     pub fn download_file(&self, file_id: &str, dest: &Path) -> Result<u64, OpenAiError> {
-        check_id("file id", file_id)?;
-        let mut part_name = dest.as_os_str().to_owned();
-        part_name.push(".part");
-        let part = PathBuf::from(part_name);
-        let call = Call {
-            transfer: true,
-            ..Call::get("download file", format!("/files/{file_id}/content"))
-        };
-        let result = self.execute(&call, |resp| {
-            let local = |what: &'static str| {
-                let part = part.clone();
-                move |source| OpenAiError::LocalIo {
-                    op: "download file",
-                    what,
-                    path: part,
-                    source,
-                }
-            };
-            let file = File::create(&part).map_err(local("cannot create"))?;
-            let mut out = BufWriter::with_capacity(256 * 1024, file);
-            let n = self.copy_body(&call, file_id, resp, (&mut out, &part), u64::MAX)?;
-            let file = out
-                .into_inner()
-                .map_err(|e| local("cannot write")(e.into_error()))?;
-            file.sync_all().map_err(local("cannot write"))?;
-            Ok(n)
-        });
-        match result {
-            Ok(n) => match std::fs::rename(&part, dest) {
-                Ok(()) => Ok(n),
-                Err(source) => {
-                    let _ = std::fs::remove_file(&part);
-                    Err(OpenAiError::LocalIo {
-                        op: "download file",
-                        what: "cannot move the download into place at",
-                        path: dest.to_path_buf(),
-                        source,
-                    })
-                }
-            },
-            Err(e) => {
-                let _ = std::fs::remove_file(&part);
-                Err(e)
-            }
-        }
+        check_id(&self.http, "file id", file_id)?;
+        self.http.download_to_file(
+            "download file",
+            file_id,
+            format!("/files/{file_id}/content"),
+            dest,
+        )
     }
 
     /// Downloads a file's content into memory, refusing more than `max_bytes`.
@@ -372,29 +160,19 @@ impl OpenAiClient {
         file_id: &str,
         max_bytes: u64,
     ) -> Result<Vec<u8>, OpenAiError> {
-        check_id("file id", file_id)?;
-        let call = Call {
-            transfer: true,
-            ..Call::get("download file", format!("/files/{file_id}/content"))
-        };
-        self.execute(&call, |resp| {
-            // Sized from Content-Length up front: growing a 30+ MB Vec by doubling
-            // copies it several times and faults in twice the pages.
-            let hint = resp.body().content_length().unwrap_or(0).min(max_bytes);
-            let mut out = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
-            self.copy_body(
-                &call,
-                file_id,
-                resp,
-                (&mut out, Path::new("<memory>")),
-                max_bytes,
-            )?;
-            Ok(self.scrub_bytes(out))
-        })
+        check_id(&self.http, "file id", file_id)?;
+        self.http.download_to_vec(
+            "download file",
+            file_id,
+            format!("/files/{file_id}/content"),
+            max_bytes,
+        )
     }
 
     // -- Batches -------------------------------------------------------------
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Creates a batch (`POST /batches`) from an uploaded file. `endpoint` is
     /// the per-request endpoint (such as [`CHAT_COMPLETIONS_ENDPOINT`]),
     /// `completion_window` is [`COMPLETION_WINDOW_24H`], `metadata` should
@@ -433,19 +211,19 @@ impl OpenAiClient {
         metadata: &BTreeMap<String, String>,
         before_attempt: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Batch, OpenAiError> {
-        check_id("input file id", input_file_id)?;
+        check_id(&self.http, "input file id", input_file_id)?;
         if !endpoint.starts_with('/') || endpoint.chars().any(|c| c.is_whitespace()) {
-            return Err(OpenAiError::InvalidArgument(format!(
+            return Err(self.http.invalid(format!(
                 "batch endpoint {:?} must be a path such as /v1/chat/completions",
                 clean_text(endpoint, MAX_SHORT_CHARS)
             )));
         }
         if completion_window.trim().is_empty() {
-            return Err(OpenAiError::InvalidArgument(
-                "the completion window is empty (use 24h)".to_string(),
-            ));
+            return Err(self
+                .http
+                .invalid("the completion window is empty (use 24h)".to_string()));
         }
-        check_metadata(metadata)?;
+        check_metadata(&self.http, metadata)?;
         #[derive(Serialize)]
         struct CreateBatch<'a> {
             input_file_id: &'a str,
@@ -461,7 +239,8 @@ impl OpenAiClient {
             metadata,
         })
         .map_err(|e| {
-            OpenAiError::InvalidArgument(format!("cannot encode the batch request: {e}"))
+            self.http
+                .invalid(format!("cannot encode the batch request: {e}"))
         })?;
         let call = Call {
             op: CREATE_BATCH_OP,
@@ -472,28 +251,22 @@ impl OpenAiClient {
                 content_type: "application/json",
             },
             idempotent: false,
-            transfer: false,
+            budget: Budget::Create,
         };
-        let mut before = || {
-            before_attempt().map_err(|detail| OpenAiError::NotSent {
-                op: CREATE_BATCH_OP,
-                detail,
-            })
-        };
-        self.execute_noting(&call, &mut before, |resp| self.read_json(&call, resp))
+        self.http.json_noting(&call, before_attempt)
     }
 
     /// Retrieves a batch (`GET /batches/{id}`).
     pub fn retrieve_batch(&self, batch_id: &str) -> Result<Batch, OpenAiError> {
-        check_id("batch id", batch_id)?;
+        check_id(&self.http, "batch id", batch_id)?;
         let call = Call::get("retrieve batch", format!("/batches/{batch_id}"));
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        self.http.json(&call)
     }
 
     /// Cancels a batch (`POST /batches/{id}/cancel`). Not repeated after a
     /// failure that may have reached OpenAI: retrieve the batch to see.
     pub fn cancel_batch(&self, batch_id: &str) -> Result<Batch, OpenAiError> {
-        check_id("batch id", batch_id)?;
+        check_id(&self.http, "batch id", batch_id)?;
         let call = Call {
             op: "cancel batch",
             method: Method::POST,
@@ -503,9 +276,9 @@ impl OpenAiClient {
                 content_type: "application/json",
             },
             idempotent: false,
-            transfer: false,
+            budget: Budget::Json,
         };
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        self.http.json(&call)
     }
 
     /// One page of the organisation's batches, newest first (`GET /batches`).
@@ -513,12 +286,12 @@ impl OpenAiClient {
     pub fn list_batches(&self, after: Option<&str>, limit: u32) -> Result<BatchList, OpenAiError> {
         let mut path = format!("/batches?limit={}", limit.clamp(1, 100));
         if let Some(after) = after {
-            check_id("batch id", after)?;
+            check_id(&self.http, "batch id", after)?;
             path.push_str("&after=");
             path.push_str(after);
         }
         let call = Call::get("list batches", path);
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        self.http.json(&call)
     }
 
     /// One page of files with `purpose`, newest first (GET /files).
@@ -528,18 +301,18 @@ impl OpenAiClient {
         after: Option<&str>,
         limit: u32,
     ) -> Result<FileList, OpenAiError> {
-        check_id("purpose", purpose)?;
+        check_id(&self.http, "purpose", purpose)?;
         let mut path = format!(
             "/files?purpose={purpose}&order=desc&limit={}",
             limit.clamp(1, 10_000)
         );
         if let Some(after) = after {
-            check_id("file id", after)?;
+            check_id(&self.http, "file id", after)?;
             path.push_str("&after=");
             path.push_str(after);
         }
         let call = Call::get("list files", path);
-        self.execute(&call, |resp| self.read_json(&call, resp))
+        self.http.json(&call)
     }
 
     /// Files with `purpose` named exactly `filename`, looking back no further than
@@ -611,20 +384,6 @@ impl OpenAiClient {
         Ok(None)
     }
 
-    /// The first batch (newest first) for which `pred` is true.
-    pub fn find_batch(
-        &self,
-        mut pred: impl FnMut(&Batch) -> bool,
-    ) -> Result<Option<Batch>, OpenAiError> {
-        self.scan_batches(|b| {
-            if pred(b) {
-                ScanStep::Found
-            } else {
-                ScanStep::Continue
-            }
-        })
-    }
-
     /// The batch of a job: the one whose metadata carries `ai_batch_job_id = job_id`,
     /// or the one created from `input_file_id` (a batch is created from exactly one
     /// uploaded file, and ours are never shared between jobs). The second match finds
@@ -653,508 +412,10 @@ impl OpenAiClient {
             }
         })
     }
-
-    // -- The retry loop ----------------------------------------------------------
-
-    /// Runs `call` until `handle` accepts a 2xx response, retrying what the
-    /// policy allows (see the module documentation).
-    fn execute<T>(
-        &self,
-        call: &Call<'_>,
-        handle: impl FnMut(Response<Body>) -> Result<T, OpenAiError>,
-    ) -> Result<T, OpenAiError> {
-        self.execute_noting(call, &mut || Ok(()), handle)
-    }
-
-    /// [`execute`](Self::execute), calling `before` just before each attempt is sent;
-    /// its error stops the call (that attempt is not sent).
-    fn execute_noting<T>(
-        &self,
-        call: &Call<'_>,
-        before: &mut dyn FnMut() -> Result<(), OpenAiError>,
-        mut handle: impl FnMut(Response<Body>) -> Result<T, OpenAiError>,
-    ) -> Result<T, OpenAiError> {
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            before()?;
-            let result = self
-                .send_once(call)
-                .and_then(|resp| self.check_status(call, resp))
-                .and_then(&mut handle);
-            let err = match result {
-                Ok(value) => return Ok(value),
-                Err(err) => err,
-            };
-            if attempt > self.opts.max_retries || !err.auto_retry(call.idempotent) {
-                return Err(err.with_attempts(attempt));
-            }
-            let delay = match err.retry_after() {
-                Some(asked) => asked.min(self.opts.max_retry_after),
-                None => backoff_delay(
-                    attempt - 1,
-                    self.opts.initial_backoff,
-                    self.opts.max_backoff,
-                    rand::random::<f64>(),
-                ),
-            };
-            std::thread::sleep(delay);
-        }
-    }
-
-    fn send_once(&self, call: &Call<'_>) -> Result<Response<Body>, OpenAiError> {
-        let url = format!("{}{}", self.base_url, call.path);
-        let mut builder = Request::builder()
-            .method(call.method.clone())
-            .uri(url)
-            .header(header::AUTHORIZATION, self.auth.clone());
-        let (mut reader, len): (Box<dyn Read + '_>, Option<u64>) = match &call.payload {
-            Payload::None => (Box::new(io::empty()), None),
-            Payload::Bytes {
-                bytes,
-                content_type,
-            } => {
-                builder = builder.header(header::CONTENT_TYPE, *content_type);
-                (Box::new(*bytes), Some(bytes.len() as u64))
-            }
-            Payload::Multipart { form, file } => {
-                builder = builder.header(header::CONTENT_TYPE, form.content_type());
-                match *file {
-                    UploadSource::Bytes(bytes) => {
-                        let len = bytes.len() as u64;
-                        (Box::new(form.reader(bytes, len)), Some(form.body_len(len)))
-                    }
-                    UploadSource::Path(path) => {
-                        let local = |source| OpenAiError::LocalIo {
-                            op: call.op,
-                            what: "cannot read",
-                            path: path.to_path_buf(),
-                            source,
-                        };
-                        let f = File::open(path).map_err(local)?;
-                        let len = f.metadata().map_err(local)?.len();
-                        (Box::new(form.reader(f, len)), Some(form.body_len(len)))
-                    }
-                }
-            }
-        };
-        match len {
-            None => self.dispatch(call, builder, ()),
-            Some(len) => {
-                let builder = builder.header(header::CONTENT_LENGTH, len);
-                self.dispatch(call, builder, SendBody::from_reader(&mut reader))
-            }
-        }
-    }
-
-    fn dispatch<S: AsSendBody>(
-        &self,
-        call: &Call<'_>,
-        builder: ureq::http::request::Builder,
-        body: S,
-    ) -> Result<Response<Body>, OpenAiError> {
-        let request = builder.body(body).map_err(|e| {
-            OpenAiError::InvalidArgument(format!(
-                "cannot build the {} request: {}",
-                call.op,
-                self.scrub(&e.to_string(), MAX_SHORT_CHARS)
-            ))
-        })?;
-        let mut configured = self.agent.configure_request(request);
-        if call.op == CREATE_BATCH_OP {
-            configured = configured.timeout_global(Some(self.opts.create_timeout));
-        }
-        if call.transfer {
-            configured = configured.timeout_global(Some(self.opts.transfer_timeout));
-            configured = if call.method == Method::GET {
-                configured.timeout_per_read(Some(self.opts.stall_timeout))
-            } else {
-                configured.timeout_per_write(Some(self.opts.stall_timeout))
-            };
-        }
-        self.agent
-            .run(configured.build())
-            .map_err(|e| self.transport_error(call, &e))
-    }
-
-    /// 2xx passes; 3xx is a redirect we do not follow; anything else becomes
-    /// an [`ApiError`] built from the body and headers.
-    fn check_status(
-        &self,
-        call: &Call<'_>,
-        mut resp: Response<Body>,
-    ) -> Result<Response<Body>, OpenAiError> {
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let headers = resp.headers();
-        let request_id = self.header_text(headers, "x-request-id");
-        if status.is_redirection() {
-            return Err(OpenAiError::Redirect {
-                op: call.op,
-                status: status.as_u16(),
-                location: self.header_text(headers, "location"),
-                request_id,
-            });
-        }
-        let retry_after = parse_retry_after(headers, SystemTime::now());
-        let should_retry = match headers.get("x-should-retry").map(HeaderValue::as_bytes) {
-            Some(b"true") => Some(true),
-            Some(b"false") => Some(false),
-            _ => None,
-        };
-        let mut raw = Vec::new();
-        // An unreadable error body still leaves the status to report.
-        let _ = resp
-            .body_mut()
-            .as_reader()
-            .take(MAX_ERROR_BODY)
-            .read_to_end(&mut raw);
-        let (code, error_type, message, param) = self.parse_error_body(&raw);
-        Err(OpenAiError::Api(Box::new(ApiError {
-            op: call.op,
-            status: status.as_u16(),
-            code,
-            error_type,
-            message,
-            param,
-            request_id,
-            retry_after,
-            should_retry,
-            attempts: 1,
-        })))
-    }
-
-    /// `{"error": {"message", "type", "param", "code"}}`, or the body as text.
-    #[allow(clippy::type_complexity)]
-    fn parse_error_body(
-        &self,
-        raw: &[u8],
-    ) -> (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ) {
-        #[derive(Deserialize)]
-        struct Envelope {
-            error: Option<ErrorBody>,
-        }
-        #[derive(Deserialize)]
-        struct ErrorBody {
-            message: Option<serde_json::Value>,
-            #[serde(rename = "type")]
-            kind: Option<serde_json::Value>,
-            code: Option<serde_json::Value>,
-            param: Option<serde_json::Value>,
-        }
-        let text = |v: Option<serde_json::Value>, max: usize| {
-            let s = match v? {
-                serde_json::Value::Null => return None,
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            let s = self.scrub(&s, max);
-            (!s.is_empty()).then_some(s)
-        };
-        match serde_json::from_slice::<serde_json::Value>(raw) {
-            Ok(value) => match serde_json::from_value::<Envelope>(value.clone()) {
-                Ok(Envelope { error: Some(e) }) => (
-                    text(e.code, MAX_SHORT_CHARS),
-                    text(e.kind, MAX_SHORT_CHARS),
-                    text(e.message, MAX_MESSAGE_CHARS),
-                    text(e.param, MAX_SHORT_CHARS),
-                ),
-                // Some other JSON shape (a proxy's): a top-level message or detail, if any.
-                _ => {
-                    let field = |k: &str| value.get(k).filter(|v| v.is_string()).cloned();
-                    let message = field("message").or_else(|| field("detail"));
-                    (None, None, text(message, MAX_MESSAGE_CHARS), None)
-                }
-            },
-            Err(_) => {
-                let body = String::from_utf8_lossy(raw);
-                let body = self.scrub(&body, MAX_MESSAGE_CHARS);
-                (None, None, (!body.is_empty()).then_some(body), None)
-            }
-        }
-    }
-
-    fn read_json<T: DeserializeOwned>(
-        &self,
-        call: &Call<'_>,
-        mut resp: Response<Body>,
-    ) -> Result<T, OpenAiError> {
-        let op = call.op;
-        let request_id = self.header_text(resp.headers(), "x-request-id");
-        let mut raw = Vec::new();
-        resp.body_mut()
-            .as_reader()
-            .take(MAX_JSON_BODY + 1)
-            .read_to_end(&mut raw)
-            .map_err(|e| self.body_error(call, &e))?;
-        if raw.len() as u64 > MAX_JSON_BODY {
-            return Err(OpenAiError::Decode {
-                op,
-                detail: format!("the response is larger than {} MiB", MAX_JSON_BODY >> 20),
-                request_id,
-            });
-        }
-        let raw = self.scrub_bytes(raw);
-        serde_json::from_slice(&raw).map_err(|e| OpenAiError::Decode {
-            op,
-            detail: self.scrub(&e.to_string(), MAX_SHORT_CHARS),
-            request_id,
-        })
-    }
-
-    /// Streams a 2xx body into `out` (named `out_path` in errors), checking
-    /// `Content-Length` and `limit`.
-    fn copy_body(
-        &self,
-        call: &Call<'_>,
-        file_id: &str,
-        resp: Response<Body>,
-        (out, out_path): (&mut dyn Write, &Path),
-        limit: u64,
-    ) -> Result<u64, OpenAiError> {
-        let op = call.op;
-        let expected = resp.body().content_length();
-        let request_id = self.header_text(resp.headers(), "x-request-id");
-        let mut reader = resp.into_body().into_reader();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut received: u64 = 0;
-        let truncated = |received| OpenAiError::Truncated {
-            file_id: file_id.to_string(),
-            expected: expected.unwrap_or(0),
-            received,
-            attempts: 1,
-        };
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if expected.is_some_and(|x| received < x)
-                        && e.kind() == io::ErrorKind::UnexpectedEof
-                    {
-                        return Err(truncated(received));
-                    }
-                    return Err(self.body_error(call, &e));
-                }
-            };
-            received += n as u64;
-            if received > limit {
-                return Err(OpenAiError::Decode {
-                    op,
-                    detail: format!("file {file_id} is larger than the {limit} bytes allowed"),
-                    request_id,
-                });
-            }
-            let chunk = buf.get(..n).unwrap_or(&[]);
-            out.write_all(chunk)
-                .map_err(|source| OpenAiError::LocalIo {
-                    op,
-                    what: "cannot write",
-                    path: out_path.to_path_buf(),
-                    source,
-                })?;
-        }
-        if expected.is_some_and(|x| received != x) {
-            return Err(truncated(received));
-        }
-        Ok(received)
-    }
-
-    // -- Error building (every server or transport text goes through scrub) ----
-
-    fn scrub(&self, text: &str, max_chars: usize) -> String {
-        clean_text(&redact_secrets_text(text, &self.api_key), max_chars)
-    }
-
-    /// A response body without the key or `Bearer` tokens in it.
-    fn scrub_bytes(&self, raw: Vec<u8>) -> Vec<u8> {
-        redact_secrets(&raw, &self.api_key).unwrap_or(raw)
-    }
-
-    fn header_text(&self, headers: &HeaderMap, name: &str) -> Option<String> {
-        let value = headers.get(name)?;
-        let text = String::from_utf8_lossy(value.as_bytes());
-        let text = self.scrub(&text, MAX_SHORT_CHARS);
-        (!text.is_empty()).then_some(text)
-    }
-
-    /// A failure reading a response body: the request was sent.
-    fn body_error(&self, call: &Call<'_>, e: &io::Error) -> OpenAiError {
-        let (kind, detail) = match e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
-            Some(inner) => (classify(inner).0, inner.to_string()),
-            None => (classify_io(e.kind()).0, e.to_string()),
-        };
-        OpenAiError::Transport(Box::new(TransportError {
-            op: call.op,
-            kind,
-            detail: self.scrub(&detail, MAX_SHORT_CHARS),
-            sent: true,
-            idempotent: call.idempotent,
-            attempts: 1,
-        }))
-    }
-
-    fn transport_error(&self, call: &Call<'_>, e: &ureq::Error) -> OpenAiError {
-        let (kind, sent) = classify(e);
-        // A marked failure shows ureq's own text, not "other: ...".
-        let detail = match e {
-            ureq::Error::Other(inner) => inner.to_string(),
-            _ => e.to_string(),
-        };
-        OpenAiError::Transport(Box::new(TransportError {
-            op: call.op,
-            kind,
-            detail: self.scrub(&detail, MAX_SHORT_CHARS),
-            sent,
-            idempotent: call.idempotent,
-            attempts: 1,
-        }))
-    }
-}
-
-impl<'a> Call<'a> {
-    fn get(op: &'static str, path: String) -> Self {
-        Call {
-            op,
-            method: Method::GET,
-            path,
-            payload: Payload::None,
-            idempotent: true,
-            transfer: false,
-        }
-    }
-}
-
-/// A failure while resolving the host or opening the connection (TCP, proxy
-/// CONNECT, TLS handshake): ureq calls the resolver and the connector before it
-/// writes a byte of the request, so such a request never reached the provider.
-#[derive(Debug)]
-struct BeforeSending {
-    /// The host name could not be resolved (else: the connection failed).
-    resolving: bool,
-    error: ureq::Error,
-}
-
-impl fmt::Display for BeforeSending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
-impl std::error::Error for BeforeSending {}
-
-impl BeforeSending {
-    fn wrap(resolving: bool, error: ureq::Error) -> ureq::Error {
-        ureq::Error::Other(Box::new(BeforeSending { resolving, error }))
-    }
-
-    fn kind(&self) -> TransportKind {
-        if self.resolving {
-            return TransportKind::Resolve;
-        }
-        match classify(&self.error).0 {
-            TransportKind::Tls => TransportKind::Tls,
-            TransportKind::Request => TransportKind::Request,
-            _ => TransportKind::Connect,
-        }
-    }
-}
-
-/// ureq's resolver, its failures marked [`BeforeSending`].
-#[derive(Debug)]
-struct BeforeSendingResolver(DefaultResolver);
-
-impl Resolver for BeforeSendingResolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        self.0
-            .resolve(uri, config, timeout)
-            .map_err(|e| BeforeSending::wrap(true, e))
-    }
-}
-
-/// ureq's connector chain (TCP, proxy, TLS handshake), its failures marked
-/// [`BeforeSending`].
-#[derive(Debug)]
-struct BeforeSendingConnector(DefaultConnector);
-
-impl Connector<()> for BeforeSendingConnector {
-    type Out = <DefaultConnector as Connector<()>>::Out;
-
-    fn connect(
-        &self,
-        details: &ConnectionDetails,
-        chained: Option<()>,
-    ) -> Result<Option<Self::Out>, ureq::Error> {
-        self.0
-            .connect(details, chained)
-            .map_err(|e| BeforeSending::wrap(false, e))
-    }
-}
-
-/// What kind of transport failure `e` is, and whether the request may have
-/// been sent (conservative: only failures before the connection exists count
-/// as "not sent").
-fn classify(e: &ureq::Error) -> (TransportKind, bool) {
-    use ureq::Error as E;
-    use ureq::Timeout as T;
-    match e {
-        E::Other(inner) => match inner.downcast_ref::<BeforeSending>() {
-            Some(before) => (before.kind(), false),
-            None => (TransportKind::Io, true),
-        },
-        E::HostNotFound => (TransportKind::Resolve, false),
-        E::ConnectionFailed => (TransportKind::Connect, false),
-        E::Timeout(T::Resolve) => (TransportKind::Resolve, false),
-        E::Timeout(T::Connect) => (TransportKind::Connect, false),
-        E::Timeout(_) => (TransportKind::Timeout, true),
-        E::Io(io) => classify_io(io.kind()),
-        E::Tls(_) | E::Pem(_) | E::Rustls(_) => (TransportKind::Tls, true),
-        E::BadUri(_) | E::Http(_) | E::InvalidProxyUrl | E::RequireHttpsOnly(_) => {
-            (TransportKind::Request, false)
-        }
-        E::Protocol(_)
-        | E::LargeResponseHeader(..)
-        | E::BodyExceedsLimit(_)
-        | E::TooManyRedirects
-        | E::RedirectFailed
-        | E::StatusCode(_) => (TransportKind::Protocol, true),
-        _ => (TransportKind::Io, true),
-    }
-}
-
-fn classify_io(kind: io::ErrorKind) -> (TransportKind, bool) {
-    use io::ErrorKind as K;
-    match kind {
-        K::ConnectionRefused
-        | K::HostUnreachable
-        | K::NetworkUnreachable
-        | K::NetworkDown
-        | K::AddrNotAvailable => (TransportKind::Connect, false),
-        K::ConnectionReset
-        | K::ConnectionAborted
-        | K::BrokenPipe
-        | K::UnexpectedEof
-        | K::NotConnected => (TransportKind::ConnectionClosed, true),
-        K::TimedOut | K::WouldBlock => (TransportKind::Timeout, true),
-        _ => (TransportKind::Io, true),
-    }
 }
 
 /// Ids go into URL paths: only `[A-Za-z0-9_-]`, as OpenAI's ids are.
-fn check_id(what: &str, id: &str) -> Result<(), OpenAiError> {
+fn check_id(http: &HttpClient, what: &str, id: &str) -> Result<(), OpenAiError> {
     let ok = !id.is_empty()
         && id.len() <= 200
         && id
@@ -1163,29 +424,32 @@ fn check_id(what: &str, id: &str) -> Result<(), OpenAiError> {
     if ok {
         Ok(())
     } else {
-        Err(OpenAiError::InvalidArgument(format!(
+        Err(http.invalid(format!(
             "{what} {:?} is not a valid OpenAI id (letters, digits, _ and - only)",
             clean_text(id, 80)
         )))
     }
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), OpenAiError> {
+fn check_metadata(
+    http: &HttpClient,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), OpenAiError> {
     if metadata.len() > MAX_METADATA_PAIRS {
-        return Err(OpenAiError::InvalidArgument(format!(
+        return Err(http.invalid(format!(
             "batch metadata has {} pairs; OpenAI allows at most {MAX_METADATA_PAIRS}",
             metadata.len()
         )));
     }
     for (k, v) in metadata {
         if k.is_empty() || k.chars().count() > MAX_METADATA_KEY_CHARS {
-            return Err(OpenAiError::InvalidArgument(format!(
+            return Err(http.invalid(format!(
                 "batch metadata key {:?} must have 1 to {MAX_METADATA_KEY_CHARS} characters",
                 clean_text(k, 80)
             )));
         }
         if v.chars().count() > MAX_METADATA_VALUE_CHARS {
-            return Err(OpenAiError::InvalidArgument(format!(
+            return Err(http.invalid(format!(
                 "batch metadata value of {:?} is longer than {MAX_METADATA_VALUE_CHARS} characters",
                 clean_text(k, 80)
             )));
@@ -1194,738 +458,22 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), OpenAiError
     Ok(())
 }
 
-/// A base URL as shown in an error: never with its `user:password@` part.
-fn displayable_url(raw: &str) -> String {
-    let raw = raw.trim();
-    let shown = match raw.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-                None => raw.to_string(),
-            }
-        }
-        None => raw.to_string(),
-    };
-    clean_text(&shown, MAX_SHORT_CHARS)
-}
-
-// ---------------------------------------------------------------------------
-// Objects
-// ---------------------------------------------------------------------------
-
-/// A page of `GET /files`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct FileList {
-    /// The files.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub data: Vec<FileObject>,
-    /// Id of the last file of the page.
-    #[serde(default)]
-    pub last_id: Option<String>,
-    /// Whether more pages follow.
-    #[serde(default)]
-    pub has_more: bool,
-}
-
-/// An OpenAI file object. Unknown fields are ignored; all but `id` optional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileObject {
-    /// `file-...`
-    pub id: String,
-    /// Always `file`.
-    #[serde(default)]
-    pub object: Option<String>,
-    /// Size in bytes.
-    #[serde(default)]
-    pub bytes: Option<u64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub created_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub expires_at: Option<i64>,
-    /// The name given at upload.
-    #[serde(default)]
-    pub filename: Option<String>,
-    /// `batch`, `batch_output`, ...
-    #[serde(default)]
-    pub purpose: Option<String>,
-    /// Deprecated by OpenAI: `uploaded`, `processed`, `error`.
-    #[serde(default)]
-    pub status: Option<String>,
-    /// Deprecated by OpenAI.
-    #[serde(default)]
-    pub status_details: Option<String>,
-}
-
-/// The answer of `DELETE /files/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDeleted {
-    /// The file id.
-    pub id: String,
-    /// Always `file`.
-    #[serde(default)]
-    pub object: Option<String>,
-    /// Whether the file is gone.
-    #[serde(default)]
-    pub deleted: bool,
-}
-
-/// A batch's lifecycle status. Statuses this client does not know yet are
-/// kept verbatim in [`BatchStatus::Other`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum BatchStatus {
-    /// The input file is being validated.
-    Validating,
-    /// Validation failed; see [`Batch::errors`].
-    Failed,
-    /// Requests are being processed.
-    InProgress,
-    /// Results are being prepared.
-    Finalizing,
-    /// Done; results in the output / error files.
-    Completed,
-    /// The completion window passed; partial results may exist.
-    Expired,
-    /// Cancel requested; finishing in-flight requests.
-    Cancelling,
-    /// Cancelled; partial results may exist.
-    Cancelled,
-    /// A status this client does not know.
-    Other(String),
-}
-
-impl BatchStatus {
-    /// The wire text.
-    pub fn as_str(&self) -> &str {
-        match self {
-            BatchStatus::Validating => "validating",
-            BatchStatus::Failed => "failed",
-            BatchStatus::InProgress => "in_progress",
-            BatchStatus::Finalizing => "finalizing",
-            BatchStatus::Completed => "completed",
-            BatchStatus::Expired => "expired",
-            BatchStatus::Cancelling => "cancelling",
-            BatchStatus::Cancelled => "cancelled",
-            BatchStatus::Other(s) => s,
-        }
-    }
-
-    /// The batch will not change any more (`completed`, `failed`, `expired`, `cancelled`).
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            BatchStatus::Completed
-                | BatchStatus::Failed
-                | BatchStatus::Expired
-                | BatchStatus::Cancelled
-        )
-    }
-}
-
-impl From<String> for BatchStatus {
-    fn from(s: String) -> Self {
-        match s.as_str() {
-            "validating" => BatchStatus::Validating,
-            "failed" => BatchStatus::Failed,
-            "in_progress" => BatchStatus::InProgress,
-            "finalizing" => BatchStatus::Finalizing,
-            "completed" => BatchStatus::Completed,
-            "expired" => BatchStatus::Expired,
-            "cancelling" => BatchStatus::Cancelling,
-            "cancelled" => BatchStatus::Cancelled,
-            _ => BatchStatus::Other(s),
-        }
-    }
-}
-
-impl From<BatchStatus> for String {
-    fn from(s: BatchStatus) -> Self {
-        match s {
-            BatchStatus::Other(s) => s,
-            known => known.as_str().to_string(),
-        }
-    }
-}
-
-impl fmt::Display for BatchStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An OpenAI batch object. Unknown fields are ignored; everything except
-/// `id` and `status` is optional because it is nullable or may be missing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Batch {
-    /// `batch_...`
-    pub id: String,
-    /// Lifecycle status.
-    pub status: BatchStatus,
-    /// Always `batch`.
-    #[serde(default)]
-    pub object: Option<String>,
-    /// Per-request endpoint, such as `/v1/chat/completions`.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Model, when OpenAI reports it.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// `24h`.
-    #[serde(default)]
-    pub completion_window: Option<String>,
-    /// The uploaded JSONL.
-    #[serde(default)]
-    pub input_file_id: Option<String>,
-    /// Results of the successful requests.
-    #[serde(default)]
-    pub output_file_id: Option<String>,
-    /// Results of the failed requests.
-    #[serde(default)]
-    pub error_file_id: Option<String>,
-    /// Batch-level errors (validation failures).
-    #[serde(default)]
-    pub errors: Option<BatchErrors>,
-    /// Progress counters.
-    #[serde(default)]
-    pub request_counts: Option<RequestCounts>,
-    /// Key-value pairs given at creation (non-string values are kept as JSON text).
-    #[serde(default, deserialize_with = "lenient_metadata")]
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// Token usage (batches created after September 2025).
-    #[serde(default)]
-    pub usage: Option<BatchUsage>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub created_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub in_progress_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub expires_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub finalizing_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub completed_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub failed_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub expired_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub cancelling_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub cancelled_at: Option<i64>,
-}
-
-impl Batch {
-    /// Our job id, from `metadata.ai_batch_job_id`.
-    pub fn job_id(&self) -> Option<&str> {
-        self.metadata
-            .as_ref()
-            .and_then(|m| m.get(JOB_ID_METADATA_KEY))
-            .map(String::as_str)
-    }
-}
-
-/// `errors` of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct BatchErrors {
-    /// Always `list`.
-    #[serde(default)]
-    pub object: Option<String>,
-    /// The errors.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub data: Vec<BatchError>,
-}
-
-/// One batch-level error.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct BatchError {
-    /// Error code.
-    #[serde(default)]
-    pub code: Option<String>,
-    /// Line of the input file, when it applies.
-    #[serde(default)]
-    pub line: Option<u64>,
-    /// Human-readable message.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Offending parameter, when it applies.
-    #[serde(default)]
-    pub param: Option<String>,
-}
-
-/// `request_counts` of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct RequestCounts {
-    /// Requests in the batch.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub total: u64,
-    /// Requests that completed.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub completed: u64,
-    /// Requests that failed.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub failed: u64,
-}
-
-/// `usage` of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct BatchUsage {
-    /// Input tokens.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub input_tokens: u64,
-    /// Breakdown of the input tokens.
-    #[serde(default)]
-    pub input_tokens_details: Option<InputTokensDetails>,
-    /// Output tokens.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub output_tokens: u64,
-    /// Breakdown of the output tokens.
-    #[serde(default)]
-    pub output_tokens_details: Option<OutputTokensDetails>,
-    /// Total tokens.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub total_tokens: u64,
-}
-
-/// Input token breakdown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct InputTokensDetails {
-    /// Tokens served from the prompt cache.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub cached_tokens: u64,
-}
-
-/// Output token breakdown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct OutputTokensDetails {
-    /// Reasoning tokens.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub reasoning_tokens: u64,
-}
-
-/// One page of `GET /batches`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct BatchList {
-    /// Always `list`.
-    #[serde(default)]
-    pub object: Option<String>,
-    /// The batches, newest first.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub data: Vec<Batch>,
-    /// Id of the first batch of the page.
-    #[serde(default)]
-    pub first_id: Option<String>,
-    /// Id of the last batch of the page: the `after` cursor of the next page.
-    #[serde(default)]
-    pub last_id: Option<String>,
-    /// More pages follow.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub has_more: bool,
-}
-
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-fn lenient_metadata<'de, D>(d: D) -> Result<Option<BTreeMap<String, String>>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    let raw: Option<BTreeMap<String, serde_json::Value>> = Option::deserialize(d)?;
-    Ok(raw.map(|m| {
-        m.into_iter()
-            .filter_map(|(k, v)| match v {
-                serde_json::Value::Null => None,
-                serde_json::Value::String(s) => Some((k, s)),
-                other => Some((k, other.to_string())),
-            })
-            .collect()
-    }))
-}
-
-// ---------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------
-
-/// Everything that can go wrong talking to OpenAI. No variant ever holds the
-/// API key: server and transport texts are scrubbed of it.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenAiError {
-    /// No key was given.
-    #[error("the OpenAI API key is empty (set OPENAI_API_KEY)")]
-    MissingApiKey,
-    /// The key cannot be sent in an HTTP header.
-    #[error("the OpenAI API key contains characters that cannot be sent in an HTTP header (check OPENAI_API_KEY)")]
-    InvalidApiKey,
-    /// The base URL was refused.
-    #[error("invalid OpenAI base URL {url:?}: {reason}")]
-    InvalidBaseUrl {
-        /// The URL as given (credentials masked).
-        url: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    /// A parameter was refused before anything was sent.
-    #[error("invalid OpenAI request: {0}")]
-    InvalidArgument(String),
-    /// OpenAI (or something in between) answered with an error status.
-    #[error("{0}")]
-    Api(Box<ApiError>),
-    /// The exchange failed below HTTP.
-    #[error("{0}")]
-    Transport(Box<TransportError>),
-    /// The server answered with a redirect, which is never followed.
-    #[error("OpenAI {op}: the server answered {status} redirecting to {}; redirects are not followed (check the base URL){}",
-        location.as_deref().unwrap_or("nowhere"),
-        request_id.as_deref().map(|r| format!(" (request {r})")).unwrap_or_default())]
-    Redirect {
-        /// The operation.
-        op: &'static str,
-        /// The 3xx status.
-        status: u16,
-        /// The `Location` header (cleaned, capped).
-        location: Option<String>,
-        /// The `x-request-id` header.
-        request_id: Option<String>,
-    },
-    /// A 2xx response whose body is not what the API documents.
-    #[error("OpenAI {op}: unexpected response: {detail}{}",
-        request_id.as_deref().map(|r| format!(" (request {r})")).unwrap_or_default())]
-    Decode {
-        /// The operation.
-        op: &'static str,
-        /// What was wrong.
-        detail: String,
-        /// The `x-request-id` header.
-        request_id: Option<String>,
-    },
-    /// A download ended before its `Content-Length`.
-    #[error("OpenAI download of file {file_id} was cut short: received {received} of {expected} bytes, try again{}",
-        attempts_note(*attempts))]
-    Truncated {
-        /// The file.
-        file_id: String,
-        /// The announced length.
-        expected: u64,
-        /// What arrived.
-        received: u64,
-        /// Attempts made.
-        attempts: u32,
-    },
-    /// The caller's step before an attempt failed, so the attempt was not sent.
-    #[error("OpenAI {op} was not sent: {detail}")]
-    NotSent {
-        /// The operation.
-        op: &'static str,
-        /// Why.
-        detail: String,
-    },
-    /// A local file could not be read or written.
-    #[error("OpenAI {op}: {what} {}: {source}", path.display())]
-    LocalIo {
-        /// The operation.
-        op: &'static str,
-        /// What failed.
-        what: &'static str,
-        /// The local path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// An error status from OpenAI.
-///
-/// Displays as `OpenAI returned 401 invalid_api_key: Incorrect API key
-/// provided (request req_123)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The operation (`create batch`, ...).
-    pub op: &'static str,
-    /// HTTP status.
-    pub status: u16,
-    /// `error.code`, such as `invalid_api_key` or `insufficient_quota`.
-    pub code: Option<String>,
-    /// `error.type`, such as `invalid_request_error`.
-    pub error_type: Option<String>,
-    /// `error.message` (or the body text), capped at 500 characters.
-    pub message: Option<String>,
-    /// `error.param`.
-    pub param: Option<String>,
-    /// The `x-request-id` header, to quote to OpenAI support.
-    pub request_id: Option<String>,
-    /// The delay the server asked for, if any.
-    pub retry_after: Option<Duration>,
-    /// The `x-should-retry` header, if any.
-    pub should_retry: Option<bool>,
-    /// Attempts made, including retries.
-    pub attempts: u32,
-}
-
-impl ApiError {
-    fn is_insufficient_quota(&self) -> bool {
-        self.code.as_deref() == Some("insufficient_quota")
-            || self.error_type.as_deref() == Some("insufficient_quota")
-    }
-
-    /// The status is one that a later attempt may get past.
-    fn status_retryable(&self) -> bool {
-        (matches!(self.status, 408 | 409 | 429) && !self.is_insufficient_quota())
-            || self.status >= 500
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OpenAI returned {}", self.status)?;
-        if let Some(code) = self.code.as_deref().or(self.error_type.as_deref()) {
-            write!(f, " {code}")?;
-        }
-        let reason = ureq::http::StatusCode::from_u16(self.status)
-            .ok()
-            .and_then(|s| s.canonical_reason());
-        match (self.message.as_deref(), reason) {
-            (Some(m), _) => write!(f, ": {m}")?,
-            (None, Some(r)) => write!(f, ": {r}")?,
-            (None, None) => {}
-        }
-        let mut notes = Vec::new();
-        if let Some(id) = &self.request_id {
-            notes.push(format!("request {id}"));
-        }
-        if self.attempts > 1 {
-            notes.push(format!("{} attempts", self.attempts));
-        }
-        if !notes.is_empty() {
-            write!(f, " ({})", notes.join(", "))?;
-        }
-        Ok(())
-    }
-}
-
-/// What failed below HTTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    /// The host name could not be resolved (nothing sent).
-    Resolve,
-    /// No connection could be made: refused, unreachable, connect timeout (nothing sent).
-    Connect,
-    /// A timeout once connected.
-    Timeout,
-    /// The connection was closed or reset mid-exchange.
-    ConnectionClosed,
-    /// TLS failed (certificate, handshake).
-    Tls,
-    /// The server sent something that is not valid HTTP.
-    Protocol,
-    /// The request could not be built (nothing sent).
-    Request,
-    /// Another network I/O error.
-    Io,
-}
-
-impl TransportKind {
-    fn describe(self) -> &'static str {
-        match self {
-            TransportKind::Resolve => "could not resolve the host",
-            TransportKind::Connect => "could not connect",
-            TransportKind::Timeout => "timed out",
-            TransportKind::ConnectionClosed => "the connection was closed unexpectedly",
-            TransportKind::Tls => "TLS failed",
-            TransportKind::Protocol => "the server sent an invalid HTTP response",
-            TransportKind::Request => "could not build the request",
-            TransportKind::Io => "network error",
-        }
-    }
-
-    fn retryable(self) -> bool {
-        !matches!(self, TransportKind::Tls | TransportKind::Request)
-    }
-}
-
-/// A failure below HTTP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransportError {
-    /// The operation (`create batch`, ...).
-    pub op: &'static str,
-    /// What failed.
-    pub kind: TransportKind,
-    /// The transport's own text (scrubbed, capped).
-    pub detail: String,
-    /// The request may have been sent (only DNS/connect failures say no).
-    pub sent: bool,
-    /// The call was safe to repeat.
-    pub idempotent: bool,
-    /// Attempts made, including retries.
-    pub attempts: u32,
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "OpenAI {} failed: {} ({})",
-            self.op,
-            self.kind.describe(),
-            self.detail
-        )?;
-        if !self.sent {
-            f.write_str("; the request did not reach OpenAI, nothing was sent")?;
-        } else if !self.idempotent {
-            write!(
-                f,
-                "; the request may have reached OpenAI, check before repeating it"
-            )?;
-        }
-        f.write_str(&attempts_note(self.attempts))
-    }
-}
-
-fn attempts_note(attempts: u32) -> String {
-    if attempts > 1 {
-        format!(" ({attempts} attempts)")
-    } else {
-        String::new()
-    }
-}
-
-impl OpenAiError {
-    /// A later attempt may succeed: statuses 408, 409, 429 (not
-    /// `insufficient_quota`) and 5xx, network failures and timeouts,
-    /// truncated downloads. When the error also
-    /// [`may_have_reached_provider`](Self::may_have_reached_provider),
-    /// reconcile before trying again.
-    pub fn retryable(&self) -> bool {
-        match self {
-            OpenAiError::Api(e) => e.should_retry.unwrap_or_else(|| e.status_retryable()),
-            OpenAiError::Transport(e) => e.kind.retryable(),
-            OpenAiError::Truncated { .. } => true,
-            _ => false,
-        }
-    }
-
-    /// The request may have taken effect at OpenAI (a batch or a file may
-    /// exist), so a blind repeat could duplicate it. False only when the
-    /// failure proves otherwise: nothing was sent, the call was refused before
-    /// the network, or OpenAI answered with a client error other than 408/409
-    /// (400, 401, 403, 404, 422, 429, ...) or a redirect.
-    pub fn may_have_reached_provider(&self) -> bool {
-        match self {
-            OpenAiError::Api(e) => {
-                matches!(e.status, 408 | 409) || e.status >= 500 || e.status < 300
-            }
-            OpenAiError::Transport(e) => e.sent,
-            OpenAiError::Decode { .. } | OpenAiError::Truncated { .. } => true,
-            _ => false,
-        }
-    }
-
-    /// The HTTP status, for [`OpenAiError::Api`] and redirects.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            OpenAiError::Api(e) => Some(e.status),
-            OpenAiError::Redirect { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// OpenAI's `error.code`.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            OpenAiError::Api(e) => e.code.as_deref(),
-            _ => None,
-        }
-    }
-
-    /// The `x-request-id` of the failing response.
-    pub fn request_id(&self) -> Option<&str> {
-        match self {
-            OpenAiError::Api(e) => e.request_id.as_deref(),
-            OpenAiError::Redirect { request_id, .. } | OpenAiError::Decode { request_id, .. } => {
-                request_id.as_deref()
-            }
-            _ => None,
-        }
-    }
-
-    /// A 404: the batch or file does not exist (or no longer).
-    pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
-    }
-
-    /// Attempts made (1 when the error came from the first try or before the network).
-    pub fn attempts(&self) -> u32 {
-        match self {
-            OpenAiError::Api(e) => e.attempts,
-            OpenAiError::Transport(e) => e.attempts,
-            OpenAiError::Truncated { attempts, .. } => *attempts,
-            _ => 1,
-        }
-    }
-
-    /// Whether the retry loop may repeat the call on its own.
-    fn auto_retry(&self, idempotent: bool) -> bool {
-        if let OpenAiError::Api(e) = self {
-            if e.should_retry == Some(false) {
-                return false;
-            }
-        }
-        if idempotent {
-            return self.retryable();
-        }
-        match self {
-            // Nothing left the machine.
-            OpenAiError::Transport(e) => !e.sent && e.kind.retryable(),
-            // Rate limited: refused before any processing.
-            OpenAiError::Api(e) => e.status == 429 && !e.is_insufficient_quota(),
-            _ => false,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            OpenAiError::Api(e) => e.retry_after,
-            _ => None,
-        }
-    }
-
-    fn with_attempts(mut self, n: u32) -> Self {
-        match &mut self {
-            OpenAiError::Api(e) => e.attempts = n,
-            OpenAiError::Transport(e) => e.attempts = n,
-            OpenAiError::Truncated { attempts, .. } => *attempts = n,
-            _ => {}
-        }
-        self
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::super::{
+        BatchStatus, TransportKind, CHAT_COMPLETIONS_ENDPOINT, COMPLETION_WINDOW_24H,
+        DEFAULT_BASE_URL, JOB_ID_METADATA_KEY,
+    };
     use super::*;
     use std::collections::VecDeque;
     use std::io::{BufRead, BufReader};
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
     use std::time::Instant;
 
     const KEY: &str = "sk-test-0123456789abcdef";
@@ -2201,7 +749,7 @@ mod tests {
         assert_eq!(b.errors, None);
         assert_eq!(
             b.request_counts,
-            Some(RequestCounts {
+            Some(super::super::wire::RequestCounts {
                 total: 100,
                 completed: 95,
                 failed: 5
@@ -2595,23 +1143,6 @@ mod tests {
     }
 
     #[test]
-    fn resolver_and_connector_failures_are_known_unsent() {
-        // What ureq's resolver returns when the name does not resolve.
-        let dns =
-            io::Error::other("failed to lookup address information: Name or service not known");
-        let e = BeforeSending::wrap(true, ureq::Error::Io(dns));
-        assert_eq!(classify(&e), (TransportKind::Resolve, false));
-        // Unmarked, the same error could have come from the middle of an exchange.
-        let dns = io::Error::other("failed to lookup address information");
-        assert_eq!(classify(&ureq::Error::Io(dns)), (TransportKind::Io, true));
-        let tls = BeforeSending::wrap(false, ureq::Error::Tls("handshake"));
-        assert_eq!(classify(&tls), (TransportKind::Tls, false));
-        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
-        let e = BeforeSending::wrap(false, ureq::Error::Io(refused));
-        assert_eq!(classify(&e), (TransportKind::Connect, false));
-    }
-
-    #[test]
     fn a_failed_tls_handshake_sent_nothing() {
         // A loopback server that answers a TLS ClientHello with plain HTTP.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -2956,7 +1487,7 @@ mod tests {
 
         let client = OpenAiClient::new(&closed_base(), KEY.to_string(), fast_opts()).unwrap();
         let e = client.upload_batch_bytes(b"{}\n", "x.jsonl").unwrap_err();
-        assert_eq!(e.attempts(), 5);
+        assert_eq!(e.attempts(), 5, "{e:?}");
         assert!(!e.may_have_reached_provider());
     }
 
@@ -2978,7 +1509,10 @@ mod tests {
         let client = OpenAiClient::new(&closed_base(), KEY.to_string(), fast_opts()).unwrap();
         for id in ["", "../etc/passwd", "batch/1", "a b", "batch?x=1"] {
             let e = client.retrieve_batch(id).unwrap_err();
-            assert!(matches!(e, OpenAiError::InvalidArgument(_)), "{id}: {e:?}");
+            assert!(
+                matches!(e, OpenAiError::InvalidArgument { .. }),
+                "{id}: {e:?}"
+            );
         }
         let too_many: BTreeMap<String, String> = (0..17)
             .map(|i| (format!("k{i}"), "v".to_string()))
@@ -3038,11 +1572,11 @@ mod tests {
         .is_ok());
         assert!(matches!(
             OpenAiClient::new(DEFAULT_BASE_URL, "  ".to_string(), ClientOptions::default()),
-            Err(OpenAiError::MissingApiKey)
+            Err(OpenAiError::MissingApiKey { .. })
         ));
         let bad = format!("{SENTINEL}\nInjected: 1");
         let e = OpenAiClient::new(DEFAULT_BASE_URL, bad, ClientOptions::default()).unwrap_err();
-        assert!(matches!(e, OpenAiError::InvalidApiKey));
+        assert!(matches!(e, OpenAiError::InvalidApiKey { .. }));
         assert!(!format!("{e} {e:?}").contains(SENTINEL));
         let c = OpenAiClient::new(
             DEFAULT_BASE_URL,
@@ -3213,12 +1747,30 @@ mod tests {
 
     /// Posts to the fake provider's control API (`/_fake/...`, no auth).
     fn fake_control(base: &str, path: &str, body: &str) -> serde_json::Value {
-        let root = base.trim_end_matches("/v1");
-        let mut resp = ureq::post(&format!("{root}{path}"))
-            .header("content-type", "application/json")
-            .send(body)
-            .unwrap();
-        resp.body_mut().read_json().unwrap()
+        fake_raw(base, "POST", path, body)
+    }
+
+    /// One plain HTTP/1.1 exchange with the fake's control API (`Connection: close`).
+    fn fake_raw(base: &str, method: &str, path: &str, body: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let host = base
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut s = std::net::TcpStream::connect(&host).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (_, json) = text.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(json).unwrap()
     }
 
     /// The retry rules against the fake provider's injected faults.
@@ -3264,10 +1816,7 @@ mod tests {
             .expect("the lost batch is found");
         let state = fake_control(&base, "/_fake/config", "{}");
         assert!(state.is_object());
-        let mut state = ureq::get(&format!("{}/_fake/state", base.trim_end_matches("/v1")))
-            .call()
-            .unwrap();
-        let state: serde_json::Value = state.body_mut().read_json().unwrap();
+        let state = fake_raw(&base, "GET", "/_fake/state", "");
         assert_eq!(
             state["counts"]["creates_by_job"][job], 1,
             "{}",

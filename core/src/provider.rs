@@ -1,0 +1,230 @@
+//! The provider seam: what ai_batch needs from a Batch API, in provider-neutral
+//! terms. An operation (submit, refresh, cancel, reconcile) holds a
+//! `Box<dyn Provider>` from [`for_name`] and never sees a provider's wire types.
+//!
+//! A provider maps its batch statuses onto [`JobStatus`] and its failures onto the
+//! neutral classification of [`ProviderError`] (retryable? may the request have
+//! reached the provider? not found? status, code, request id), all in its own
+//! module (`openai/mod.rs` for OpenAI).
+
+use std::fmt;
+use std::path::Path;
+
+use crate::lifecycle::JobStatus;
+
+pub use crate::http::{ClientOptions, HttpError as ProviderError};
+
+/// How much one batch may hold at this provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most requests in one batch file.
+    pub max_requests: usize,
+    /// The largest batch file, in bytes.
+    pub max_bytes: usize,
+}
+
+/// Progress counters of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestCounts {
+    /// Requests in the batch.
+    pub total: u64,
+    /// Requests that completed.
+    pub completed: u64,
+    /// Requests that failed.
+    pub failed: u64,
+}
+
+/// One batch-level error (a validation failure, usually naming a line of the input).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BatchErrorLine {
+    /// Error code.
+    pub code: Option<String>,
+    /// Line of the input file (1-based), when it applies.
+    pub line: Option<u64>,
+    /// Human-readable message.
+    pub message: Option<String>,
+    /// Offending parameter, when it applies.
+    pub param: Option<String>,
+}
+
+/// A batch as the operations see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchView {
+    /// The provider's batch id.
+    pub id: String,
+    /// Where the batch is, on our lifecycle.
+    pub status: JobStatus,
+    /// The provider's own status text, for messages.
+    pub provider_status: String,
+    /// Our job id, when the provider echoes it back.
+    pub job_id: Option<String>,
+    /// The staged input file.
+    pub input_file_id: Option<String>,
+    /// Results of the successful requests.
+    pub output_file_id: Option<String>,
+    /// Results of the failed requests.
+    pub error_file_id: Option<String>,
+    /// Progress counters.
+    pub request_counts: Option<RequestCounts>,
+    /// Batch-level errors.
+    pub errors: Vec<BatchErrorLine>,
+    /// Unix seconds.
+    pub created_at: Option<i64>,
+    /// Unix seconds at which the batch became terminal, when it is.
+    pub finished_at: Option<i64>,
+}
+
+/// A file staged at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    /// The provider's file id.
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: Option<i64>,
+}
+
+/// What ai_batch needs from a Batch API. Object-safe: operations hold a
+/// `Box<dyn Provider>`. Every call is blocking and applies the HTTP module's
+/// timeouts and retry rules.
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The provider's name in messages (`OpenAI`).
+    fn name(&self) -> &'static str;
+    /// The validated base URL.
+    fn base_url(&self) -> &str;
+    /// The timeouts and retry settings in use.
+    fn options(&self) -> &ClientOptions;
+    /// How much one batch file may hold.
+    fn limits(&self) -> Limits;
+    /// Uploads the request file at `path` under `filename`; returns its file id.
+    /// Not repeated once it may have reached the provider.
+    fn stage_input(&self, path: &Path, filename: &str) -> Result<StagedFile, ProviderError>;
+    /// Creates the batch of our job `job_id` from a staged file (the job id travels
+    /// as metadata, so [`Provider::find_for_job`] can find it). `before_attempt` runs
+    /// just before each attempt is sent; its error stops the create, unsent.
+    fn create(
+        &self,
+        input_file_id: &str,
+        job_id: &str,
+        before_attempt: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<BatchView, ProviderError>;
+    /// The batch of our job: by its job id, or by the input file it was created
+    /// from; newest first, stopping at batches created before `created_after`.
+    fn find_for_job(
+        &self,
+        job_id: &str,
+        input_file_id: Option<&str>,
+        created_after: Option<i64>,
+    ) -> Result<Option<BatchView>, ProviderError>;
+    /// Staged input files named `filename`, created no earlier than `created_after`.
+    fn find_inputs_named(
+        &self,
+        filename: &str,
+        created_after: Option<i64>,
+    ) -> Result<Vec<StagedFile>, ProviderError>;
+    /// The batch now.
+    fn poll(&self, batch_id: &str) -> Result<BatchView, ProviderError>;
+    /// Asks the provider to cancel the batch. Not repeated after a failure that may
+    /// have reached it: poll to see.
+    fn cancel(&self, batch_id: &str) -> Result<BatchView, ProviderError>;
+    /// A result file's bytes (at most `max_bytes`), scrubbed of the API key.
+    fn fetch_results(&self, file_id: &str, max_bytes: u64) -> Result<Vec<u8>, ProviderError>;
+    /// Deletes a staged input file.
+    fn delete_input(&self, file_id: &str) -> Result<(), ProviderError>;
+}
+
+/// What ai_batch knows of a provider before talking to it: where its settings live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// The name stored in `batch_jobs.provider` (`openai`).
+    pub id: &'static str,
+    /// The name in messages (`OpenAI`).
+    pub name: &'static str,
+    /// The environment variable holding the API key.
+    pub key_env: &'static str,
+    /// The environment variable that overrides the base URL.
+    pub base_url_env: &'static str,
+    /// The public API's base URL.
+    pub default_base_url: &'static str,
+}
+
+/// OpenAI's settings.
+pub const OPENAI: Known = Known {
+    id: "openai",
+    name: "OpenAI",
+    key_env: "OPENAI_API_KEY",
+    base_url_env: "OPENAI_BASE_URL",
+    default_base_url: crate::openai::DEFAULT_BASE_URL,
+};
+
+/// The providers ai_batch can talk to.
+pub const SUPPORTED: [Known; 1] = [OPENAI];
+
+/// The settings of provider `id`, when ai_batch can talk to it.
+pub fn known(id: &str) -> Option<&'static Known> {
+    SUPPORTED.iter().find(|k| k.id == id)
+}
+
+/// Why [`for_name`] could not make a provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ForNameError {
+    /// A provider ai_batch knows of but does not speak yet.
+    #[error("provider {0} is not supported yet (only openai so far: use an OpenAI model such as 'gpt-4o-mini' or 'openai:gpt-4o-mini')")]
+    NotSupportedYet(String),
+    /// A name ai_batch does not know.
+    #[error("unknown provider '{0}' (supported: openai)")]
+    Unknown(String),
+    /// The provider refused its settings (base URL, key).
+    #[error("{0}")]
+    Setup(#[from] ProviderError),
+}
+
+/// The provider called `name` (`openai`), talking to `base_url` with `api_key`.
+pub fn for_name(
+    name: &str,
+    base_url: &str,
+    api_key: String,
+    options: ClientOptions,
+) -> Result<Box<dyn Provider>, ForNameError> {
+    match name {
+        "openai" => Ok(Box::new(crate::openai::OpenAiProvider::new(
+            base_url, api_key, options,
+        )?)),
+        "anthropic" => Err(ForNameError::NotSupportedYet(name.to_string())),
+        other => Err(ForNameError::Unknown(crate::http::clean_text(other, 80))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_name_knows_openai_only() {
+        let opts = ClientOptions::default;
+        let p = for_name("openai", "http://127.0.0.1:9/v1", "sk-x".into(), opts()).unwrap();
+        assert_eq!(p.name(), "OpenAI");
+        assert_eq!(p.base_url(), "http://127.0.0.1:9/v1");
+        assert_eq!(p.limits().max_requests, 50_000);
+        let k = known("openai").unwrap();
+        assert_eq!(
+            (k.key_env, k.base_url_env),
+            ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+        );
+        assert_eq!(k.name, p.name());
+        assert!(known("acme").is_none());
+        let e = for_name("anthropic", "http://127.0.0.1:9/v1", "k".into(), opts()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("provider anthropic is not supported yet"),
+            "{e}"
+        );
+        let e = for_name("acme", "http://127.0.0.1:9/v1", "k".into(), opts()).unwrap_err();
+        assert!(e.to_string().contains("unknown provider 'acme'"), "{e}");
+        let e = for_name("openai", "http://example.com/v1", "k".into(), opts()).unwrap_err();
+        assert!(e.to_string().contains("https"), "{e}");
+        // The provider is usable as a trait object across threads.
+        fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+        assert_send_sync::<dyn Provider>();
+    }
+}
