@@ -153,6 +153,10 @@ def test_whole_job_of_a_sql_defined_processor(db, fake_openai):
     # An issue updated after its analysis is stale too.
     db.execute("UPDATE issues SET updated_at = now() + INTERVAL 1 HOUR WHERE number = 100")
     assert submit(db, stale=True, dry_run=True)[0]["submitted"] == N - 2
+    # The scalar form takes the same parameter (PARAMS, declared once).
+    scalar = rows(db, f"SELECT unnest(batch_submit('{NAME}', list(id ORDER BY id), "
+                      "{'stale': true, 'dry_run': true}), recursive := true) FROM issues")
+    assert scalar[0]["submitted"] == N - 2 and scalar[0]["model"] == "gpt-4.1-mini", scalar
     # Each job's answers were validated against its own version's schema.
     per_version = rows(db, "SELECT processor_version, count(*) AS n FROM ai_analyses GROUP BY ALL ORDER BY n")
     assert [r["n"] for r in per_version] == [3, N], per_version

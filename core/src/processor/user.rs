@@ -232,6 +232,39 @@ mod tests {
     }
 
     #[test]
+    fn budgets_given_are_the_ones_rendered() {
+        let mut n = triage();
+        n.user_template = Some("{{title}}|{{body}}|{{comments}}".into());
+        n.budgets.body_chars = Some(10);
+        n.budgets.title_chars = Some(3);
+        n.budgets.max_comments = Some(1);
+        let p = define(&n).unwrap();
+        let issue = super::super::IssueInput {
+            title: "abcdef".into(),
+            body: Some("0123456789abcdef".into()),
+            comments: vec![
+                super::super::CommentInput {
+                    author: "a".into(),
+                    body: "first".into(),
+                },
+                super::super::CommentInput {
+                    author: "b".into(),
+                    body: "second".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let m = p.user_message(&issue);
+        assert!(m.text.starts_with("abc\n[... truncated 3 characters ...]|0123456789\n[... truncated 6 characters ...]|"), "{}", m.text);
+        assert!(
+            m.text.contains("[comment 1] a:\nfirst") && !m.text.contains("second"),
+            "{}",
+            m.text
+        );
+        assert_eq!(m.omitted_comments, 1);
+    }
+
+    #[test]
     fn bad_definitions_each_say_why() {
         let refused = |edit: fn(&mut NewProcessor)| {
             let mut n = triage();
