@@ -5,6 +5,8 @@ when the processor's prompt or JSON schema changes:
 
 * ``product_labeling_answer(issue_text)`` - the answer for the product-labeling
   processor (a dict valid for its strict JSON schema).
+* ``schema_answer(schema, issue_text)`` - a valid answer for any other strict schema
+  (user-defined processors), deterministic per issue.
 * ``answer_for_request(body)`` - picks the kind of answer for one chat-completions
   request body and returns ``(content, prompt_tokens)``.
 
@@ -100,31 +102,36 @@ def _message_text(content: Any) -> str:
     return ""
 
 
-def _skeleton(schema: Any, depth: int = 0) -> Any:
-    """A minimal value of the given JSON schema (for schemas other than product labeling)."""
-    if not isinstance(schema, dict) or depth > 8:
+def schema_answer(schema: Any, issue_text: str, depth: int = 0, seed: str = "") -> Any:
+    """A valid answer for any strict JSON schema (user-defined processors): every property
+    present, enums take a value picked by the issue text (deterministic), arrays hold one
+    item, strings quote the issue's first line, numbers lie in 0..1, integers in 0..9."""
+    if not isinstance(schema, dict) or depth > 12:
         return None
+    digest = zlib.crc32(f"{seed}:{issue_text}".encode("utf-8", "surrogatepass"))
     if "enum" in schema and schema["enum"]:
-        return schema["enum"][0]
+        return schema["enum"][digest % len(schema["enum"])]
     if "const" in schema:
         return schema["const"]
     for key in ("anyOf", "oneOf"):
         if schema.get(key):
-            return _skeleton(schema[key][0], depth + 1)
+            return schema_answer(schema[key][0], issue_text, depth + 1, seed)
     t = schema.get("type")
     if isinstance(t, list):
         t = next((x for x in t if x != "null"), "null")
     if t == "object" or "properties" in schema:
         props = schema.get("properties") or {}
-        return {k: _skeleton(v, depth + 1) for k, v in props.items()}
+        return {k: schema_answer(v, issue_text, depth + 1, f"{seed}.{k}") for k, v in props.items()}
     if t == "array":
-        return []
+        return [schema_answer(schema.get("items"), issue_text, depth + 1, f"{seed}[]")]
     if t == "string":
-        return ""
-    if t in ("number", "integer"):
-        return 0
+        return _first_line(issue_text, 60)
+    if t == "number":
+        return round((digest % 100) / 100, 2)
+    if t == "integer":
+        return digest % 10
     if t == "boolean":
-        return False
+        return digest % 2 == 0
     return None
 
 
@@ -158,7 +165,7 @@ def answer_for_request(body: dict[str, Any]) -> tuple[str, int]:
     rf = body.get("response_format")
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
         schema = (rf.get("json_schema") or {}).get("schema")
-        return json.dumps(_skeleton(schema) if schema else {}), prompt_tokens
+        return json.dumps(schema_answer(schema, issue) if schema else {}), prompt_tokens
     if isinstance(rf, dict) and rf.get("type") == "json_object":
         return "{}", prompt_tokens
     return f"Fake answer to: {_first_line(issue, 80)}", prompt_tokens

@@ -24,7 +24,7 @@ use std::cell::Cell;
 /// Every SQL function ai_batch registers. All of them are refused inside a selection:
 /// most write and send, and even the read-only ones would take a second pooled
 /// connection (a selection reads `batch_jobs` / `batch_items` directly instead).
-pub const OWN_FUNCTIONS: [&str; 7] = [
+pub const OWN_FUNCTIONS: [&str; 10] = [
     "batch_submit",
     "batch_refresh",
     "batch_cancel",
@@ -32,6 +32,9 @@ pub const OWN_FUNCTIONS: [&str; 7] = [
     "batch_release",
     "batch_history",
     "batch_details",
+    "batch_define_processor",
+    "batch_processors",
+    "batch_results",
 ];
 
 /// DuckDB functions with effects that a READ ONLY transaction does not stop, and why

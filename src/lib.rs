@@ -51,6 +51,13 @@ unsafe fn init(
     register::<sql::refresh::Refresh>(&conn, &rt)?;
     register::<sql::cancel::Cancel>(&conn, &rt)?;
     register::<sql::retry::Retry>(&conn, &rt)?;
+    register::<sql::processors::Define>(&conn, &rt)?;
+    register::<sql::processors::List>(&conn, &rt)?;
+    // Its columns come from the processor's schema, so it is a VTab of its own.
+    conn.register_table_function_with_extra_info::<sql::results::Results, Arc<Runtime>>(
+        sql::results::NAME,
+        &rt,
+    )?;
     // SAFETY: the caller's contract.
     unsafe { sql::submit_scalar::register(db, &rt) }?;
     Ok(())

@@ -73,6 +73,10 @@ pub(crate) fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, Subm
         req.retry_of = Some(job_id.to_string());
         req.prior_attempts = prior_attempts;
         req.model = job.model.clone();
+        req.model_given = true;
+        // The same processor version as the job retried, not today's definition.
+        let version = store::tracked_job(conn, job_id)?.processor_version;
+        req.processor_version = Some(version).filter(|v| !v.is_empty());
         req.provider = job.provider.clone();
         req.base_url = base_url;
         if let Some(o) = options.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok()) {

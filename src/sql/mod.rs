@@ -21,8 +21,10 @@ use crate::runtime::Runtime;
 pub mod cancel;
 pub mod details;
 pub mod history;
+pub mod processors;
 pub mod refresh;
 pub mod release;
+pub mod results;
 pub mod retry;
 pub mod submit;
 pub mod submit_scalar;
@@ -216,24 +218,7 @@ impl<T: SqlTable> VTab for Table<T> {
 
 impl<T: SqlTable> Table<T> {
     fn bind_inner(bind: &BindInfo) -> Result<Bound<T::Params>, BoxError> {
-        // First of all: inside a selection, no ai_batch function may even bind.
-        crate::guard::refuse_inside_selection(T::NAME).map_err(SqlError)?;
-        let rt_ptr = bind.get_extra_info::<Arc<Runtime>>();
-        if rt_ptr.is_null() {
-            return Err(Box::new(fail(
-                T::NAME,
-                "internal error: extension state missing (LOAD ai_batch again)",
-            )));
-        }
-        // SAFETY: registered with an `Arc<Runtime>` as extra info; DuckDB keeps it alive
-        // as long as the function exists.
-        let rt = unsafe { &*rt_ptr }.clone();
-        if rt.is_released() {
-            return Err(Box::new(fail(
-                T::NAME,
-                crate::runtime::RuntimeError::Released,
-            )));
-        }
+        let rt = bind_runtime(bind, T::NAME)?;
         let params = T::parse(bind)?;
         for col in T::columns() {
             bind.add_result_column(col.name, col.ty.logical());
@@ -267,6 +252,26 @@ impl<T: SqlTable> Table<T> {
         output.set_len(take);
         Ok(())
     }
+}
+
+/// The start of every bind: inside a selection, no ai_batch function may even bind;
+/// then the runtime the function was registered with, unless it was released.
+pub(crate) fn bind_runtime(bind: &BindInfo, name: &'static str) -> Result<Arc<Runtime>, SqlError> {
+    crate::guard::refuse_inside_selection(name).map_err(SqlError)?;
+    let rt_ptr = bind.get_extra_info::<Arc<Runtime>>();
+    if rt_ptr.is_null() {
+        return Err(fail(
+            name,
+            "internal error: extension state missing (LOAD ai_batch again)",
+        ));
+    }
+    // SAFETY: registered with an `Arc<Runtime>` as extra info; DuckDB keeps it alive
+    // as long as the function exists.
+    let rt = unsafe { &*rt_ptr }.clone();
+    if rt.is_released() {
+        return Err(fail(name, crate::runtime::RuntimeError::Released));
+    }
+    Ok(rt)
 }
 
 /// Runs a DuckDB callback of function `func` and turns a panic into a clear error.

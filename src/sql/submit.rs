@@ -77,7 +77,7 @@ pub fn rows(req: &SubmitRequest, r: &SubmitResult) -> Vec<SubmitRow> {
             job_id: j.job_id.clone(),
             status: j.status.clone(),
             processor: req.processor.clone(),
-            model: req.model.clone(),
+            model: r.model.clone(),
             selected: Some(s.selected),
             submitted: Some(j.submitted),
             skipped: Some(s.skipped()),

@@ -13,6 +13,7 @@
 
 use duckdb::{Connection, Transaction};
 
+mod analyses;
 mod items;
 mod jobs;
 pub mod prices;
@@ -21,6 +22,7 @@ pub mod record;
 mod results;
 mod schema;
 
+pub(crate) use analyses::*;
 pub(crate) use items::*;
 pub(crate) use jobs::*;
 pub use jobs::{HistoryFilter, JobRow};
@@ -36,6 +38,9 @@ pub enum StoreError {
     Clash(String),
     #[error("the database is read-only and has no ai_batch tables yet (open it read-write once, or run a batch_* function on a writable copy)")]
     ReadOnlyWithoutTables,
+    /// A write to a database opened read-only.
+    #[error("the database is read-only, and {0} (open it read-write)")]
+    ReadOnly(&'static str),
     #[error("could not create the ai_batch tables: {0}")]
     Create(String),
     #[error("no job with job_id '{}' (see SELECT job_id FROM batch_history())", ai_batch_core::text::echo(.0))]

@@ -38,6 +38,10 @@ pub(crate) struct ClassifyRequest<'a> {
     pub state: Option<&'a str>,
     pub processor: &'a str,
     pub missing_analysis: bool,
+    /// `stale := true`: the processor's current version. An issue then counts as
+    /// analysed only when its latest analysis is of this version and not older than
+    /// the issue's `updated_at`.
+    pub stale_version: Option<&'a str>,
     pub reprocess: bool,
     pub max_issues: Option<i64>,
     /// Whether the tracking tables exist (a dry run does not create them).
@@ -53,17 +57,33 @@ pub(crate) fn classify(
     let pending = ItemStatus::Pending.as_str();
     let (analysed, active) = if req.tracked {
         (
-            "EXISTS (SELECT 1 FROM ai_analyses a WHERE a.issue_id = r.id AND a.processor = $4)"
-                .to_string(),
+            if req.stale_version.is_some() {
+                // Fresh: the latest analysis is of version $5 and not older than the
+                // issue's updated_at (when the issues table keeps one).
+                let not_older = if issues_have_updated_at(conn)? {
+                    "AND (i.updated_at IS NULL OR a.created_at >= i.updated_at)"
+                } else {
+                    ""
+                };
+                format!(
+                    "coalesce((SELECT a.processor_version = $5::VARCHAR {not_older} \
+                     FROM ai_analyses a WHERE a.issue_id = r.id AND a.processor = $4 \
+                     ORDER BY a.created_at DESC, a.id DESC LIMIT 1), false)"
+                )
+            } else {
+                "($5::VARCHAR IS NULL AND EXISTS (SELECT 1 FROM ai_analyses a \
+                  WHERE a.issue_id = r.id AND a.processor = $4))"
+                    .to_string()
+            },
             format!(
                 "EXISTS (SELECT 1 FROM batch_items b JOIN batch_jobs j ON j.id = b.batch_job_id \
                  WHERE b.issue_id = r.id AND j.processor = $4 AND b.status = '{pending}')"
             ),
         )
     } else {
-        // No tracking tables yet (dry run): nothing analysed, nothing active. $4 is
-        // still referenced so that the parameter count does not change.
-        let none = "($4::VARCHAR IS NULL)".to_string();
+        // No tracking tables yet (dry run): nothing analysed, nothing active. $4 and $5
+        // are still referenced so that the parameter count does not change.
+        let none = "($4::VARCHAR IS NULL AND $5::VARCHAR IS NULL)".to_string();
         (none.clone(), none)
     };
     let sql = format!(
@@ -76,7 +96,16 @@ pub(crate) fn classify(
                 {analysed} AS analysed, {active} AS active \
          FROM r LEFT JOIN issues i ON i.id = r.id"
     );
-    conn.execute(&sql, params![req.org, req.repo, req.state, req.processor])?;
+    conn.execute(
+        &sql,
+        params![
+            req.org,
+            req.repo,
+            req.state,
+            req.processor,
+            req.stale_version
+        ],
+    )?;
     // missing_analysis filters analysed issues out (not "skipped"); reprocess lets
     // them through; an issue in an active job is never submitted twice.
     let (skip_analysed, drop_analysed) = if req.missing_analysis {
@@ -140,12 +169,23 @@ pub(crate) fn classify(
     })
 }
 
+/// Whether `issues` has an `updated_at` column (sql/schema.sql's does).
+fn issues_have_updated_at(conn: &Connection) -> duckdb::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM duckdb_columns() WHERE database_name = current_database() \
+           AND schema_name = current_schema() AND table_name = 'issues' \
+           AND column_name = 'updated_at'",
+        [],
+        |r| r.get(0),
+    )
+}
+
 /// A job to record (status `created`) with its items (`pending`).
 #[derive(Debug, Clone)]
 pub(crate) struct NewJob<'a> {
     pub job_id: &'a str,
     pub provider: &'a str,
-    /// The processor, whose definition is stored with its version (`batch_processors`).
+    /// The processor, whose definition is stored with its version (`ai_processors`).
     pub processor: &'a Processor,
     pub model: &'a str,
     /// The selection-level skipped count (on the first job of a submit only).

@@ -11,7 +11,16 @@ use duckdb::{params, Connection};
 use super::{StoreError, Tx};
 
 /// Tables the extension owns, in creation order.
-pub(crate) const OWNED_TABLES: [&str; 3] = ["batch_jobs", "batch_items", "ai_analyses"];
+pub(crate) const OWNED_TABLES: [&str; 4] =
+    ["batch_jobs", "batch_items", "ai_analyses", "ai_processors"];
+
+/// The tables of the first releases: a read-only database that has these (and not
+/// `ai_processors`, added later) still works.
+const FIRST_TABLES: usize = 3;
+
+/// The table of processor definitions before it was `ai_processors` (its name is the
+/// table function's now); its rows move on first use.
+const OLD_PROCESSORS_TABLE: &str = "batch_processors";
 
 /// The DDL of the tracking tables. Idempotent.
 pub(crate) const SCHEMA_DDL: &str = r#"
@@ -86,6 +95,14 @@ CREATE TABLE IF NOT EXISTS ai_analyses (
     cost                     DECIMAL(12,6),
     created_at               TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
 );
+CREATE TABLE IF NOT EXISTS ai_processors (
+    name                     VARCHAR NOT NULL,          -- 'product-labeling', or a user's name
+    version                  VARCHAR NOT NULL,          -- first 12 hex digits of sha256(definition)
+    definition               JSON NOT NULL,             -- the processor as data, canonical JSON
+    created_at               TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    defined_at               TIMESTAMPTZ,               -- last batch_define_processor of it; NULL: stored with a job
+    PRIMARY KEY (name, version)
+);
 "#;
 
 /// Which tables a `batch_*` function reads besides the tracking tables (and the
@@ -152,6 +169,8 @@ fn ddl_columns(table: &str) -> Vec<&'static str> {
         .lines()
         .take_while(|l| !l.starts_with(')'))
         .filter_map(|l| l.split_whitespace().next())
+        // Column names are lower case; `PRIMARY KEY (...)` and the like are not columns.
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
         .collect()
 }
 
@@ -285,15 +304,57 @@ pub(crate) fn check_tables(conn: &Connection, reads: Reads) -> Result<(), StoreE
     }
 }
 
-pub(crate) fn owned_tables_present(conn: &Connection) -> Result<usize, duckdb::Error> {
+/// How many of the `first` [`OWNED_TABLES`] exist.
+fn tables_present(conn: &Connection, first: usize) -> Result<usize, duckdb::Error> {
+    let names = OWNED_TABLES[..first]
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     conn.query_row(
-        "SELECT count(*) FROM duckdb_tables() \
-         WHERE database_name = current_database() AND schema_name = current_schema() \
-           AND table_name IN ('batch_jobs', 'batch_items', 'ai_analyses')",
+        &format!(
+            "SELECT count(*) FROM duckdb_tables() \
+             WHERE database_name = current_database() AND schema_name = current_schema() \
+               AND table_name IN ({names})"
+        ),
         [],
         |r| r.get::<_, i64>(0),
     )
     .map(|n| n as usize)
+}
+
+/// Whether the tables that track jobs and analyses exist (a dry run creates none).
+pub(crate) fn tracking_tables_present(conn: &Connection) -> Result<bool, duckdb::Error> {
+    Ok(tables_present(conn, FIRST_TABLES)? == FIRST_TABLES)
+}
+
+/// How many of the [`OWNED_TABLES`] exist.
+pub(crate) fn owned_tables_present(conn: &Connection) -> Result<usize, duckdb::Error> {
+    tables_present(conn, OWNED_TABLES.len())
+}
+
+/// Moves the rows of the old `batch_processors` table (ai_batch's, recognised by its
+/// columns) into `ai_processors` and drops it. Inside the caller's transaction.
+fn migrate_old_processors(conn: &Connection) -> Result<(), duckdb::Error> {
+    let ours: bool = conn.query_row(
+        "SELECT count(*) = 4 AND count(*) FILTER (WHERE column_name IN \
+                ('name', 'version', 'definition', 'created_at')) = 4 \
+         FROM duckdb_columns() \
+         WHERE database_name = current_database() AND schema_name = current_schema() \
+           AND table_name = ?",
+        params![OLD_PROCESSORS_TABLE],
+        |r| r.get(0),
+    )?;
+    if ours {
+        conn.execute_batch(&format!(
+            "INSERT INTO ai_processors (name, version, definition, created_at) \
+             SELECT name, version, definition, created_at FROM {OLD_PROCESSORS_TABLE} o \
+             WHERE NOT EXISTS (SELECT 1 FROM ai_processors p \
+                               WHERE p.name = o.name AND p.version = o.version); \
+             DROP TABLE {OLD_PROCESSORS_TABLE};"
+        ))?;
+    }
+    Ok(())
 }
 
 /// True when the database the connection points at is read-only.
@@ -407,6 +468,11 @@ pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
         return ensure_views(conn);
     }
     if is_read_only(conn)? {
+        // A database of an older release, opened read-only, lacks only the tables
+        // added since: the functions that read them do without.
+        if tracking_tables_present(conn)? {
+            return Ok(());
+        }
         return Err(StoreError::ReadOnlyWithoutTables);
     }
     // Calls of this process create one at a time (a static lock holds no database
@@ -420,6 +486,7 @@ pub(crate) fn ensure_schema(conn: &Connection) -> Result<(), StoreError> {
     for attempt in 0..3 {
         let r = Tx::begin(conn).and_then(|tx| {
             conn.execute_batch(SCHEMA_DDL)?;
+            migrate_old_processors(conn)?;
             tx.commit()
         });
         match r {
@@ -468,6 +535,11 @@ mod tests {
         let analyses = ddl_columns("ai_analyses");
         assert_eq!(analyses.len(), 12, "{analyses:?}");
         assert!(analyses.contains(&"result"));
+        let processors = ddl_columns("ai_processors");
+        assert_eq!(
+            processors,
+            ["name", "version", "definition", "created_at", "defined_at"]
+        );
         assert!(ddl_columns("issues").is_empty());
     }
 

@@ -32,7 +32,7 @@ mod send;
 use std::sync::Arc;
 
 use ai_batch_core::cost;
-use ai_batch_core::processor::{self, Processor};
+use ai_batch_core::processor::Processor;
 use duckdb::Connection;
 
 use crate::runtime::Runtime;
@@ -51,8 +51,28 @@ use send::{make_provider, send_jobs};
 /// Runs a submit: see the module docs for the order of steps.
 pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, SubmitError> {
     req.validate()?;
-    let proc_ = processor::require_processor(&req.processor)
-        .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+    let conn = rt.lease()?;
+    let conn: &Connection = &conn;
+    // The processor as it is now (built in, or the user's current definition); a retry
+    // takes the version of the job it retries.
+    let proc_ = match &req.processor_version {
+        Some(v) => store::processors::resolve(conn, &req.processor, v)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?,
+        None => store::processors::current(conn, &req.processor)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?,
+    };
+    let proc_: &Processor = &proc_;
+    let with_default_model;
+    let req = match proc_.default_model() {
+        Some(m) if !req.model_given => {
+            let mut r = req.clone();
+            r.set_model_and_provider(Some(m.to_string()), None)?;
+            r.validate()?;
+            with_default_model = r;
+            &with_default_model
+        }
+        _ => req,
+    };
     let opts = req.request_options()?;
     // The key and the base URL are checked before anything is written.
     let client = if req.dry_run {
@@ -61,8 +81,6 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         Some(make_provider(req)?)
     };
 
-    let conn = rt.lease()?;
-    let conn: &Connection = &conn;
     if !store::table_exists(conn, "issues")? {
         return Err(SubmitError::NoIssues);
     }
@@ -73,7 +91,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     load_selection(conn, req)?;
     prof.mark("selection", 0);
     let tracked = if req.dry_run {
-        store::owned_tables_present(conn)? == store::OWNED_TABLES.len()
+        store::tracking_tables_present(conn)?
     } else {
         store::ensure_schema(conn)?;
         true
@@ -93,6 +111,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             state: req.state.as_deref(),
             processor: &req.processor,
             missing_analysis: req.missing_analysis,
+            stale_version: req.stale.then(|| proc_.version()),
             reprocess: req.reprocess,
             max_issues: req.max_issues,
             tracked,
@@ -102,6 +121,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     if summary.to_submit == 0 {
         drop_temp(conn);
         return Ok(SubmitResult {
+            model: req.model.clone(),
             jobs: vec![JobOutcome {
                 job_id: None,
                 status: "nothing_to_submit".into(),
@@ -196,7 +216,11 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
                 ),
             })
             .collect();
-        return Ok(SubmitResult { summary, jobs });
+        return Ok(SubmitResult {
+            model: req.model.clone(),
+            summary,
+            jobs,
+        });
     };
 
     // A real submit, pipelined: each job is committed (with its pending items) as soon
@@ -299,6 +323,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         });
     }
     Ok(SubmitResult {
+        model: req.model.clone(),
         summary,
         jobs: outcomes,
     })

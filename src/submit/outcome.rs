@@ -60,6 +60,8 @@ pub struct JobOutcome {
 /// The result of one submit: the selection summary and one outcome per job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubmitResult {
+    /// The model the jobs use: `model :=`, else the processor's, else the default.
+    pub model: String,
     pub summary: SelectionSummary,
     pub jobs: Vec<JobOutcome>,
 }

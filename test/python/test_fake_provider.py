@@ -27,6 +27,7 @@ import pytest  # noqa: E402
 from openai import OpenAI  # noqa: E402
 from openai.types.chat import ChatCompletion  # noqa: E402
 
+from fake_provider.answers import schema_answer  # noqa: E402
 from fake_provider.provider import ApiError  # noqa: E402
 from fake_provider.pytest_plugin import (  # noqa: E402,F401  (fixtures are used by name)
     chat_request_line,
@@ -225,12 +226,36 @@ def test_full_lifecycle_with_sdk(fake_openai):
     assert st["counts"]["creates_by_job"] == {"job-1": 1}
 
 
+USER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "a": {"type": "string"},
+        "n": {"type": "integer"},
+        "x": {"type": "number"},
+        "ok": {"type": "boolean"},
+        "kind": {"type": "string", "enum": ["bug", "feature", "question"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "nested": {
+            "type": "object",
+            "properties": {"items": {"type": "array", "items": {
+                "type": "object", "properties": {"v": {"type": "string", "enum": ["p", "q"]}},
+                "required": ["v"], "additionalProperties": False}}},
+            "required": ["items"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["a", "n", "x", "ok", "kind", "tags", "nested"],
+    "additionalProperties": False,
+}
+
+
 def test_results_are_not_in_input_order_and_other_schemas(fake_openai):
     c = sdk(fake_openai)
     b, _ = run_to_end(c, submit(c, 40).id)
     out, _ = check_files(c, b, ids(40))
     assert [x["custom_id"] for x in out] != ids(40)  # shuffled by default: match by custom_id
-    # non-product-labeling requests: skeleton JSON for json_schema, text otherwise
+    # non-product-labeling requests (user-defined processors): a valid answer for the
+    # request's own strict schema, deterministic per message; text otherwise
     line_schema = json.dumps(
         {
             "custom_id": "s1",
@@ -244,7 +269,7 @@ def test_results_are_not_in_input_order_and_other_schemas(fake_openai):
                     "json_schema": {
                         "name": "other",
                         "strict": True,
-                        "schema": {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "integer"}}},
+                        "schema": USER_SCHEMA,
                     },
                 },
             },
@@ -254,7 +279,13 @@ def test_results_are_not_in_input_order_and_other_schemas(fake_openai):
     b, _ = run_to_end(c, submit(c, data=(line_schema + "\n" + line_text + "\n").encode()).id)
     out, _ = check_files(c, b, ["s1", "t1"])
     got = {x["custom_id"]: x["response"]["body"]["choices"][0]["message"]["content"] for x in out}
-    assert json.loads(got["s1"]) == {"a": "", "n": 0}
+    answer = json.loads(got["s1"])
+    assert answer == schema_answer(USER_SCHEMA, "hello")
+    assert set(answer) == set(USER_SCHEMA["properties"])
+    assert answer["kind"] in ("bug", "feature", "question") and answer["a"] == "hello"
+    assert isinstance(answer["n"], int) and 0 <= answer["n"] <= 9
+    assert isinstance(answer["x"], float) and 0 <= answer["x"] <= 1 and isinstance(answer["ok"], bool)
+    assert answer["tags"] == ["hello"] and answer["nested"]["items"][0]["v"] in ("p", "q")
     assert got["t1"].startswith("Fake answer")
 
 

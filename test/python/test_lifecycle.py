@@ -160,6 +160,8 @@ def check_job_invariants(con, job_id, fake=None, invalid_answers=0):
     for a in an:
         assert a["item_status"] == "completed"
         assert a["issue_id"] == a["item_issue"]
+        if j["processor"] != "product-labeling":
+            continue  # a user-defined processor: its own answers (test_user_processors.py)
         labels = [x["label"] for x in json.loads(a["result"])["recommended_labels"]]
         assert labels == [f"product::{expected_product(a['title'])}"], (a["title"], labels)
     for i in its:

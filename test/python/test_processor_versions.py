@@ -2,7 +2,7 @@
 
 Issue 11, item 4 (processors as data), against the loopback fake provider:
 - the version a job records is a hash of the processor's definition, and the definition
-  is stored in batch_processors when the job is recorded;
+  is stored in ai_processors (the table batch_define_processor writes too) when the job is recorded;
 - refresh validates a job's answers against the definition of the job's own version,
   not against today's processor of that name;
 - jobs recorded before versions were hashes (version '1', no stored definition) still
@@ -49,7 +49,7 @@ def version_of(definition: str) -> str:
 
 
 def stored(con):
-    return rows(con, "SELECT name, version, definition::VARCHAR AS definition FROM batch_processors ORDER BY created_at")
+    return rows(con, "SELECT name, version, definition::VARCHAR AS definition FROM ai_processors ORDER BY created_at")
 
 
 def test_job_records_the_hash_and_stores_the_definition(db, fake_openai):
@@ -88,7 +88,7 @@ def test_results_are_validated_against_the_jobs_own_definition(db, fake_openai):
     narrow = today["definition"].replace('"max":1.0', '"max":0.25')
     assert narrow != today["definition"]
     v = version_of(narrow)
-    db.execute("INSERT INTO batch_processors (name, version, definition) VALUES (?, ?, ?)", [PL, v, narrow])
+    db.execute("INSERT INTO ai_processors (name, version, definition) VALUES (?, ?, ?)", [PL, v, narrow])
     db.execute("UPDATE batch_jobs SET processor_version = ? WHERE job_id = ?", [v, narrow_job])
 
     refresh_until_done(db, narrow_job)
@@ -111,9 +111,9 @@ def test_results_are_validated_against_the_jobs_own_definition(db, fake_openai):
 
 def test_stored_definition_that_does_not_hash_to_its_version_is_refused(db, fake_openai):
     s = submit(db)
-    db.execute("UPDATE batch_processors SET definition = replace(definition::VARCHAR, '\"max\":1.0', '\"max\":0.25')")
+    db.execute("UPDATE ai_processors SET definition = replace(definition::VARCHAR, '\"max\":1.0', '\"max\":0.25')")
     db.execute("UPDATE batch_jobs SET processor_version = '0123456789ab'")
-    db.execute("UPDATE batch_processors SET version = '0123456789ab'")
+    db.execute("UPDATE ai_processors SET version = '0123456789ab'")
     out = [r for _ in range(4) for r in refresh(db, s["job_id"])]
     msgs = [r["message"] for r in out]
     assert any("does not hash to that version" in m for m in msgs), msgs
@@ -124,10 +124,10 @@ def test_stored_definition_that_does_not_hash_to_its_version_is_refused(db, fake
 
 def test_legacy_version_1_collects_with_the_builtin(db, fake_openai, connect, tmp_path):
     """A database whose job was recorded before versions were hashes: version '1' and no
-    batch_processors table at all (a file written by the build before this one)."""
+    ai_processors table at all (a file written by the build before this one)."""
     s = submit(db)
     db.execute("UPDATE batch_jobs SET processor_version = '1'")
-    db.execute("DROP TABLE batch_processors")
+    db.execute("DROP TABLE ai_processors")
     db.close()
     con = connect(tmp_path / "test.duckdb")
     refresh_until_done(con, s["job_id"])
@@ -145,12 +145,12 @@ def test_unresolvable_version_is_not_collected_and_says_why(db, fake_openai):
     last = msgs[-1]
     assert last.startswith("not refreshed:"), msgs
     assert "processor 'product-labeling' version 'fedcba987654'" in last, last
-    assert "neither built into this ai_batch nor stored in batch_processors" in last, last
+    assert "neither built into this ai_batch nor stored in ai_processors" in last, last
     assert one(db, "SELECT collected_at IS NULL FROM batch_jobs") is True
     assert one(db, "SELECT count(*) FROM ai_analyses") == 0
     assert {i["status"] for i in items(db, s["job_id"])} == {"pending"}
     # Once the version can be resolved again, the job collects normally.
-    v = one(db, "SELECT version FROM batch_processors")
+    v = one(db, "SELECT version FROM ai_processors")
     db.execute("UPDATE batch_jobs SET processor_version = ?", [v])
     refresh_until_done(db, s["job_id"])
     check_job_invariants(db, s["job_id"], fake_openai)

@@ -24,8 +24,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+mod schema;
+mod user;
 mod validate;
-use validate::{check_range, check_value};
+pub use schema::{check_strict, result_shape, Shape, RESULT_COLUMNS};
+pub use user::{define, BudgetOverrides, NewProcessor};
+use validate::{check_range, check_schema};
 
 /// Maximum characters (Unicode scalar values) of an issue title sent to the model.
 /// GitHub caps titles at 256 characters; this only guards against odd imports.
@@ -222,6 +226,11 @@ pub struct Definition {
     pub output_tokens: u32,
     /// Numeric ranges checked on an answer beyond the schema.
     pub ranges: Vec<NumberRange>,
+    /// The model `batch_submit` uses when none is given (user-defined processors may
+    /// name one). Absent from the canonical JSON when `None`, so definitions written
+    /// before it existed keep their version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A placeholder of the user template.
@@ -349,8 +358,10 @@ pub struct Processor {
     template: Vec<Segment>,
     /// The length of the template's text, for the message's capacity.
     template_text_len: usize,
-    /// The schema, parsed (used by the validator).
+    /// The schema, parsed.
     schema: Value,
+    /// The schema, compiled by the `jsonschema` crate: what an answer must pass.
+    validator: jsonschema::Validator,
     /// `{"type":"json_schema","json_schema":{"name":..,"strict":true,"schema":..}}`.
     response_format: Box<RawValue>,
     /// `{"role":"system","content":"..."}`.
@@ -371,6 +382,8 @@ impl Processor {
         if !schema.is_object() {
             return Err(invalid("response_schema is not a JSON object".into()));
         }
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| invalid(format!("response_schema is not valid JSON Schema: {e}")))?;
         let template = parse_template(&def.user_template).map_err(invalid)?;
         let response_schema = RawValue::from_string(schema_text)
             .map_err(|e| invalid(format!("response_schema is not valid JSON: {e}")))?;
@@ -393,6 +406,7 @@ impl Processor {
             template,
             template_text_len,
             schema,
+            validator,
             response_format,
             system_message,
         })
@@ -453,9 +467,29 @@ impl Processor {
         self.def.output_tokens
     }
 
+    /// The model `batch_submit` uses when none is given, if the definition names one.
+    pub fn default_model(&self) -> Option<&str> {
+        self.def.model.as_deref()
+    }
+
+    /// The user-message template.
+    pub fn user_template(&self) -> &str {
+        &self.def.user_template
+    }
+
+    /// Whether this is a built-in processor.
+    pub fn is_builtin(&self) -> bool {
+        BUILTIN_NAMES.contains(&self.def.name.as_str())
+    }
+
     /// The JSON schema of a valid answer (parsed).
     pub fn schema(&self) -> Result<&Value, ProcessorError> {
         Ok(&self.schema)
+    }
+
+    /// The JSON schema as written (minified, property order kept).
+    pub fn schema_text(&self) -> &str {
+        self.def.response_schema.get()
     }
 
     /// The `response_format` object of every request, serialized once (compact JSON,
@@ -481,7 +515,7 @@ impl Processor {
             path,
             reason,
         };
-        check_value(&self.schema, &value, &mut String::from("$")).map_err(mismatch)?;
+        check_schema(&self.validator, &value).map_err(mismatch)?;
         for r in &self.def.ranges {
             check_range(r, &value).map_err(mismatch)?;
         }
@@ -667,11 +701,12 @@ fn product_labeling_definition() -> Result<Definition, String> {
             min: 0.0,
             max: 1.0,
         }],
+        model: None,
     })
 }
 
 /// The names of the built-in processors.
-const BUILTIN_NAMES: [&str; 1] = [PRODUCT_LABELING];
+pub const BUILTIN_NAMES: [&str; 1] = [PRODUCT_LABELING];
 
 /// A built-in processor, made ready once per process.
 fn builtin(name: &str) -> Option<Result<&'static Processor, ProcessorError>> {
@@ -695,12 +730,18 @@ pub fn processor_by_name(name: &str) -> Option<&'static Processor> {
     builtin(name).and_then(Result::ok)
 }
 
-/// Like [`processor_by_name`], with an error that lists the known names.
-pub fn require_processor(name: &str) -> Result<&'static Processor, ProcessorError> {
+/// Like [`processor_by_name`], with an error that lists the known names: the
+/// built-in ones and `user` (the user-defined ones).
+pub fn require_processor(
+    name: &str,
+    user: &[String],
+) -> Result<&'static Processor, ProcessorError> {
     builtin(name).unwrap_or_else(|| {
+        let mut known: Vec<&str> = BUILTIN_NAMES.to_vec();
+        known.extend(user.iter().map(String::as_str));
         Err(ProcessorError::Unknown {
             name: name.to_string(),
-            known: BUILTIN_NAMES.join(", "),
+            known: known.join(", "),
         })
     })
 }
@@ -909,12 +950,17 @@ mod tests {
         assert_eq!(pl().name(), "product-labeling");
         assert_eq!(pl().version(), PRODUCT_LABELING_VERSION);
         assert!(processor_by_name("nope").is_none());
-        let err = require_processor("nope").unwrap_err().to_string();
+        let err = require_processor("nope", &["mine".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown processor 'nope'"), "{err}");
-        assert!(err.contains("product-labeling"), "{err}");
+        assert!(
+            err.contains("(known processors: product-labeling, mine)"),
+            "{err}"
+        );
         assert_eq!(BUILTIN_NAMES, ["product-labeling"]);
         assert!(std::ptr::eq(
-            require_processor("product-labeling").unwrap(),
+            require_processor("product-labeling", &[]).unwrap(),
             pl()
         ));
         assert_eq!(pl().default_output_tokens(), PRODUCT_LABELING_OUTPUT_TOKENS);

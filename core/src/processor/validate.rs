@@ -1,10 +1,9 @@
-//! The checks an answer passes after it parses: the JSON-schema subset strict structured
-//! outputs use (`check_value`), then the processor's number ranges (`check_range`).
-//! Errors are `(path, reason)`.
+//! The checks an answer passes after it parses: its JSON Schema, with the maintained
+//! `jsonschema` crate (`check_schema`), then the processor's number ranges
+//! (`check_range`). Errors are `(path, reason)`, the path as `$.a[0].b`.
 
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
-
-use std::fmt::Write as _;
 
 use super::{truncate_chars, NumberRange};
 
@@ -33,95 +32,72 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn type_matches(expected: &str, v: &Value) -> bool {
-    match expected {
-        "number" => v.is_number(),
-        "integer" => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
-        other => type_name(v) == other,
-    }
-}
-
-/// Checks `value` against the subset of JSON schema this crate writes: `type` (one or
-/// a list), `enum`, `properties` / `required` / `additionalProperties: false`, `items`,
-/// `minimum` / `maximum`. Other keywords are ignored. Errors are `(path, reason)`.
-pub(super) fn check_value(
-    schema: &Value,
-    value: &Value,
-    path: &mut String,
-) -> Result<(), (String, String)> {
-    let fail = |path: &str, reason: String| Err((path.to_string(), reason));
-
-    if let Some(t) = schema.get("type") {
-        let ok = match t {
-            Value::String(s) => type_matches(s, value),
-            Value::Array(ts) => ts
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|s| type_matches(s, value)),
-            _ => true,
-        };
-        if !ok {
-            return fail(path, format!("expected {t}, found {}", type_name(value)));
+/// `/a/0/b` (a JSON pointer) as `$.a[0].b`.
+fn dollar_path(pointer: &str) -> String {
+    let mut out = String::from("$");
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(&seg);
+            out.push(']');
+        } else {
+            out.push('.');
+            out.push_str(&seg);
         }
     }
-    if let Some(Value::Array(allowed)) = schema.get("enum") {
-        if !allowed.contains(value) {
-            let shown = match value {
+    out
+}
+
+/// Checks `value` against the processor's compiled schema; the first error, said as
+/// the answer's path and a reason (the common kinds in ai_batch's own words, the
+/// others in the crate's).
+pub(super) fn check_schema(
+    validator: &jsonschema::Validator,
+    value: &Value,
+) -> Result<(), (String, String)> {
+    let Err(e) = validator.validate(value) else {
+        return Ok(());
+    };
+    let path = dollar_path(e.instance_path().as_str());
+    let instance = e.instance();
+    let reason = match e.kind() {
+        ValidationErrorKind::Required { property } => format!(
+            "required key '{}' is missing",
+            property.as_str().unwrap_or_default()
+        ),
+        ValidationErrorKind::AdditionalProperties { unexpected } => format!(
+            "unexpected key '{}'",
+            truncate_chars(unexpected.first().map(String::as_str).unwrap_or(""), 80).0
+        ),
+        ValidationErrorKind::Type {
+            kind: TypeKind::Single(t),
+        } => format!("expected \"{t}\", found {}", type_name(instance)),
+        ValidationErrorKind::Enum { options } => {
+            let shown = match instance.as_ref() {
                 Value::String(s) => format!("'{}'", truncate_chars(s, 80).0),
                 other => type_name(other).to_string(),
             };
-            let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            return fail(path, format!("{shown} is not one of {}", list.join(", ")));
+            let list: Vec<String> = options
+                .as_array()
+                .map(|a| a.iter().map(Value::to_string).collect())
+                .unwrap_or_default();
+            format!("{shown} is not one of {}", list.join(", "))
         }
+        _ => truncate_chars(&e.to_string(), 300).0.to_string(),
+    };
+    Err((path, reason))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_become_dollar_paths() {
+        assert_eq!(dollar_path(""), "$");
+        assert_eq!(dollar_path("/a/0/b"), "$.a[0].b");
+        assert_eq!(dollar_path("/a~1b/c~0d"), "$.a/b.c~d");
     }
-    if let Some(x) = value.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-            if x < min {
-                return fail(path, format!("{x} is below the minimum {min}"));
-            }
-        }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-            if x > max {
-                return fail(path, format!("{x} is above the maximum {max}"));
-            }
-        }
-    }
-    if let Value::Object(obj) = value {
-        let props = schema.get("properties").and_then(Value::as_object);
-        if let Some(Value::Array(required)) = schema.get("required") {
-            for key in required.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(key) {
-                    return fail(path, format!("required key '{key}' is missing"));
-                }
-            }
-        }
-        let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
-        for (key, child) in obj {
-            match props.and_then(|p| p.get(key)) {
-                Some(child_schema) => {
-                    let len = path.len();
-                    path.push('.');
-                    path.push_str(key);
-                    check_value(child_schema, child, path)?;
-                    path.truncate(len);
-                }
-                None if closed => {
-                    return fail(
-                        path,
-                        format!("unexpected key '{}'", truncate_chars(key, 80).0),
-                    );
-                }
-                None => {}
-            }
-        }
-    }
-    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
-        for (i, item) in items.iter().enumerate() {
-            let len = path.len();
-            let _ = write!(path, "[{i}]");
-            check_value(item_schema, item, path)?;
-            path.truncate(len);
-        }
-    }
-    Ok(())
 }
