@@ -15,6 +15,7 @@ use duckdb::{Connection, Transaction};
 
 mod items;
 mod jobs;
+pub(crate) mod limits;
 pub mod prices;
 pub mod processors;
 pub mod record;

@@ -1,0 +1,208 @@
+"""Issue 14: the budget guard (max_cost) and the account's queue limits (ai_batch_limits,
+the `queued` state), end to end against the loopback fake provider, whose queue limit
+refuses a batch with OpenAI's token_limit_exceeded and records the peak enqueued.
+
+Run: AI_BATCH_EXTENSION=$PWD/build/release/ai_batch.duckdb_extension \
+     .venv/bin/python -m pytest -q test/python/test_limits.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+for p in (ROOT, ROOT / "test" / "python"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from fake_provider.answers import answer_for_request  # noqa: E402
+from fake_provider.pytest_plugin import fake_openai, fake_openai_server  # noqa: E402,F401
+from test_lifecycle import (  # noqa: E402,F401  (db is a fixture)
+    N,
+    check_job_invariants,
+    db,
+    fake_file,
+    one,
+    refresh,
+    rows,
+    snapshot,
+    submit,
+)
+
+FOUR = "number < 104"  # 4 issues; max_requests_per_job := 1 makes 4 jobs
+
+
+def tracking_rows(con):
+    have = one(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'batch_jobs'")
+    if not have:
+        return None
+    return snapshot(con)
+
+
+# ----------------------------------------------------------------------------- max_cost
+
+
+def test_max_cost_refuses_with_nothing_written_or_sent(db, fake_openai):
+    estimate = one(db, f"SELECT sum(cost_estimate)::DOUBLE FROM batch_submit('product-labeling', "
+                       f"$$SELECT id FROM issues WHERE {FOUR}$$, dry_run := true)")
+    assert estimate > 0
+    db.execute("SELECT * FROM batch_history()")  # the tracking tables exist, empty
+    before = tracking_rows(db)
+    with pytest.raises(Exception) as e:
+        submit(db, FOUR, max_cost=estimate / 2)
+    msg = str(e.value)
+    assert "batch_submit: the estimated cost $" in msg, msg
+    assert f"is above max_cost := {estimate / 2}" in msg, msg
+    assert "nothing was written or sent" in msg and "4 issue(s) in 1 job(s)" in msg, msg
+    assert "issue(s) fit: add max_issues := " in msg, msg
+    fit = int(msg.split("add max_issues := ")[1].split(",")[0])
+    assert 1 <= fit < 4, msg
+    # Nothing written, nothing sent, no request file left in the spool.
+    assert tracking_rows(db) == before
+    st = fake_openai.state()
+    assert st["counts"]["uploads"] == 0 and st["counts"]["batch_creates"] == 0
+    # The same with several jobs, and in the dry run.
+    with pytest.raises(Exception) as e:
+        submit(db, FOUR, max_cost=estimate / 2, max_requests_per_job=1)
+    assert "4 issue(s) in 4 job(s)" in str(e.value)
+    with pytest.raises(Exception) as e:
+        submit(db, FOUR, max_cost=estimate / 2, dry_run=True)
+    assert "nothing was written or sent" in str(e.value)
+    assert fake_openai.state()["counts"]["uploads"] == 0
+    # What fits does fit: max_issues := fit goes through under the same budget.
+    s = submit(db, FOUR, max_cost=estimate / 2, max_issues=fit)
+    assert s["submitted"] == fit and s["status"] == "validating", s
+    # At or above the estimate: sent.
+    s = submit(db, "number >= 104", max_cost=1000.0)
+    assert s["submitted"] == N - 4
+
+
+def test_max_cost_with_an_unknown_price_is_refused(db, fake_openai):
+    with pytest.raises(Exception) as e:
+        submit(db, FOUR, model="my-own-model", max_cost=5.0)
+    msg = str(e.value)
+    assert "max_cost := 5 is set but no price is known for model 'my-own-model'" in msg, msg
+    assert "nothing was written or sent" in msg
+    assert tracking_rows(db) is None
+    assert fake_openai.state()["counts"]["uploads"] == 0
+    with pytest.raises(Exception, match="max_cost must be a cost in USD of 0 or more, got -1"):
+        submit(db, FOUR, max_cost=-1.0)
+
+
+# ----------------------------------------------------------------------------- queue limits
+
+
+def fake_tokens(fake):
+    """The fake's own count of the prompt tokens of each uploaded request file."""
+    out = []
+    for f in fake.state()["files"]:
+        if f["purpose"] != "batch":
+            continue
+        data = fake_file(fake, f["id"])
+        out.append(sum(answer_for_request(json.loads(line)["body"])[1]
+                       for line in data.splitlines() if line.strip()))
+    return out
+
+
+def statuses(con):
+    return [r[0] for r in con.execute("SELECT status FROM batch_jobs ORDER BY id").fetchall()]
+
+
+def test_four_jobs_under_a_limit_that_fits_one_all_collected_never_over(db, fake_openai):
+    dry = rows(db, f"SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues WHERE {FOUR}$$, "
+                   "dry_run := true, max_requests_per_job := 1)")
+    toks = [r["estimated_input_tokens"] for r in dry]
+    assert len(toks) == 4
+    limit = int(max(toks) * 1.5)
+    assert limit < 2 * min(toks)  # one job fits, two never do
+    db.execute("CREATE TABLE ai_batch_limits (provider VARCHAR, model VARCHAR, max_enqueued_tokens BIGINT)")
+    db.execute("INSERT INTO ai_batch_limits VALUES ('openai', 'gpt-4o-mini', ?)", [limit])
+
+    out = rows(db, f"SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues WHERE {FOUR}$$, "
+                   "max_requests_per_job := 1)")
+    order = [r[0] for r in db.execute("SELECT job_id FROM batch_jobs ORDER BY id").fetchall()]
+    out = sorted(out, key=lambda r: order.index(r["job_id"]))
+    assert [r["status"] for r in out] == ["validating", "queued", "queued", "queued"], [r["message"] for r in out]
+    assert out[1]["provider_batch_id"] is None
+    assert "waiting for room under the queue limit" in out[1]["message"], out[1]
+    assert all("queue limit" in r["message"] for r in out[1:]), out
+    # Every file is uploaded, one batch created; history says why the others wait.
+    assert fake_openai.state()["counts"]["uploads"] == 4
+    assert fake_openai.state()["counts"]["batch_creates"] == 1
+    h = sorted(rows(db, "SELECT job_id, status, error_message FROM batch_history()"),
+               key=lambda r: order.index(r["job_id"]))
+    assert [r["status"] for r in h] == ["validating", "queued", "queued", "queued"]
+    assert all("queue limit" in r["error_message"] for r in h[1:]), h
+    # Items of queued jobs are pending, untouched.
+    assert one(db, "SELECT count(*) FROM batch_items WHERE status = 'pending'") == 4
+
+    # The fake's limit, in the fake's own token count: one batch fits, two never do.
+    ft = fake_tokens(fake_openai)
+    fake_limit = int(max(ft) * 1.5)
+    assert fake_limit < 2 * min(ft)
+    fake_openai.configure({"max_enqueued_tokens": fake_limit})
+
+    seen = set()
+    for _ in range(40):
+        refresh(db)
+        st = statuses(db)
+        seen.add(sum(s not in ("queued", "completed") for s in st))
+        if one(db, "SELECT count(*) FROM batch_jobs WHERE collected_at IS NULL") == 0:
+            break
+    assert statuses(db) == ["completed"] * 4
+    assert max(seen) <= 1, seen  # never more than one job at the provider at once
+    st = fake_openai.state()["counts"]
+    assert st["limit_refusals"] == 0 and st["batch_creates"] == 4, st
+    assert 0 < st["enqueued_peak"]["gpt-4o-mini"] <= fake_limit, st
+    for (jid,) in db.execute("SELECT job_id FROM batch_jobs").fetchall():
+        check_job_invariants(db, jid, fake_openai)
+    assert one(db, "SELECT count(*) FROM ai_analyses") == 4
+    assert one(db, "SELECT count(*) FROM batch_jobs WHERE status = 'failed'") == 0
+
+
+def test_token_limit_exceeded_requeues_with_items_untouched(db, fake_openai):
+    fake_openai.configure({"next_batch": {"outcome": "token_limit_exceeded"}})
+    s = submit(db)
+    jid, old_batch = s["job_id"], s["provider_batch_id"]
+    r = refresh(db, jid)[0]
+    assert r["status"] == "queued", r
+    assert r["message"].startswith(f"queued again: the provider refused batch {old_batch} for its queue limit"), r
+    assert "Enqueued token limit reached for gpt-4o-mini in organization org-fake" in r["message"]
+    j = rows(db, "SELECT * FROM batch_jobs WHERE job_id = ?", [jid])[0]
+    assert j["provider_batch_id"] is None and j["limit_refusals"] == 1 and j["failed_count"] == 0, j
+    assert one(db, "SELECT count(*) FROM batch_items WHERE status = 'pending'") == N
+    # Not retried in a tight loop: nothing ended since, so it waits its backoff.
+    creates = fake_openai.state()["counts"]["batch_creates"]
+    r = refresh(db, jid)[0]
+    assert r["status"] == "queued" and "refused it for its queue limit 1 time(s)" in r["message"], r
+    assert "60 s after the last refusal" in r["message"]
+    assert fake_openai.state()["counts"]["batch_creates"] == creates
+    # Backoff over (moved back in time here): sent again, and this time it goes through.
+    db.execute("UPDATE batch_jobs SET queued_at = queued_at - INTERVAL 2 MINUTE WHERE job_id = ?", [jid])
+    r = refresh(db, jid)[0]
+    assert r["status"] == "validating" and r["message"].startswith("sent: room freed"), r
+    for _ in range(8):
+        r = refresh(db, jid)[0]
+        if r["message"].startswith("collected"):
+            break
+    check_job_invariants(db, jid, fake_openai)
+    assert one(db, "SELECT count(*) FROM ai_analyses") == N
+    assert one(db, "SELECT count(*) FROM batch_jobs WHERE status = 'failed'") == 0
+
+
+def test_a_queued_job_cancels_locally(db, fake_openai):
+    db.execute("CREATE TABLE ai_batch_limits (provider VARCHAR, model VARCHAR, max_enqueued_tokens BIGINT, "
+               "max_enqueued_requests BIGINT)")
+    db.execute("INSERT INTO ai_batch_limits VALUES ('openai', 'gpt-4o-mini', NULL, 3)")
+    out = rows(db, f"SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues WHERE {FOUR}$$, "
+                   "max_requests_per_job := 2)")
+    out = sorted(out, key=lambda r: r["status"], reverse=True)
+    assert [r["status"] for r in out] == ["validating", "queued"], out
+    assert "2 of 3 enqueued requests" in out[1]["message"], out[1]
+    c = rows(db, "SELECT * FROM batch_cancel(?)", [out[1]["job_id"]])
+    assert c[0]["status"] == "cancelled", c
+    assert one(db, "SELECT count(*) FROM batch_items WHERE status = 'cancelled'") == 2
