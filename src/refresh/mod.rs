@@ -44,6 +44,7 @@ use crate::store::{self, TrackedJob};
 mod collect;
 pub(crate) mod poll;
 mod queue;
+pub(crate) mod wait;
 
 /// Why a refresh (or cancel) failed as a whole.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,7 @@ pub mod release;
 pub mod retry;
 pub mod submit;
 pub mod submit_scalar;
+pub mod wait;
 
 /// The boxed error type the duckdb-rs callbacks expect.
 pub type BoxError = Box<dyn std::error::Error>;

@@ -9,9 +9,15 @@ Run: AI_BATCH_EXTENSION=$PWD/build/release/ai_batch.duckdb_extension \
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,10 +25,12 @@ for p in (ROOT, ROOT / "test" / "python"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from conftest import duckdb_cli  # noqa: E402
 from fake_provider.answers import answer_for_request  # noqa: E402
 from fake_provider.pytest_plugin import fake_openai, fake_openai_server  # noqa: E402,F401
 from test_lifecycle import (  # noqa: E402,F401  (db is a fixture)
     N,
+    SCHEMA,
     check_job_invariants,
     db,
     fake_file,
@@ -206,3 +214,144 @@ def test_a_queued_job_cancels_locally(db, fake_openai):
     c = rows(db, "SELECT * FROM batch_cancel(?)", [out[1]["job_id"]])
     assert c[0]["status"] == "cancelled", c
     assert one(db, "SELECT count(*) FROM batch_items WHERE status = 'cancelled'") == 2
+
+
+# ----------------------------------------------------------------------------- batch_wait
+
+
+def test_batch_wait_collects_four_queued_jobs_under_a_limit_that_fits_one(db, fake_openai):
+    dry = rows(db, f"SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues WHERE {FOUR}$$, "
+                   "dry_run := true, max_requests_per_job := 1)")
+    limit = int(max(r["estimated_input_tokens"] for r in dry) * 1.5)
+    db.execute("CREATE TABLE ai_batch_limits AS SELECT 'openai' AS provider, 'gpt-4o-mini' AS model, "
+               "?::BIGINT AS max_enqueued_tokens", [limit])
+    out = rows(db, f"SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues WHERE {FOUR}$$, "
+                   "max_requests_per_job := 1)")
+    assert sorted(r["status"] for r in out) == ["queued"] * 3 + ["validating"]
+    ft = fake_tokens(fake_openai)
+    fake_openai.configure({"max_enqueued_tokens": int(max(ft) * 1.5)})
+    assert int(max(ft) * 1.5) < 2 * min(ft)
+
+    w = rows(db, "SELECT * FROM batch_wait(timeout := INTERVAL '2 minutes')")
+    assert sorted(r["job_id"] for r in w) == sorted(r["job_id"] for r in out)
+    assert {r["status"] for r in w} == {"completed"}, w
+    assert all(r["message"].startswith("collected") for r in w), w
+    assert statuses(db) == ["completed"] * 4
+    st = fake_openai.state()["counts"]
+    assert st["limit_refusals"] == 0 and st["batch_creates"] == 4, st
+    assert st["enqueued_peak"]["gpt-4o-mini"] <= int(max(ft) * 1.5), st
+    assert one(db, "SELECT count(*) FROM batch_jobs WHERE status = 'failed'") == 0
+    assert one(db, "SELECT count(*) FROM ai_analyses") == 4
+    # Nothing left: returns at once with no rows.
+    assert rows(db, "SELECT * FROM batch_wait()") == []
+
+
+def test_batch_wait_returns_on_timeout_and_holds_no_lock(db, fake_openai):
+    fake_openai.configure({"next_batch": {"hold_at": "in_progress"}})
+    s = submit(db)
+    t0 = time.monotonic()
+    done = {}
+
+    def waiter():
+        done["rows"] = rows(db, "SELECT * FROM batch_wait(job_id := ?, timeout := INTERVAL '3 seconds')",
+                            [s["job_id"]])
+        done["t"] = time.monotonic() - t0
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    time.sleep(1.0)
+    # Another connection of the same database reads and writes while it sleeps.
+    other = db.cursor()
+    assert other.execute("SELECT count(*) FROM batch_history()").fetchone()[0] == 1
+    other.execute("CREATE TABLE scratch AS SELECT 1 AS x")
+    assert rows(other, "SELECT * FROM batch_refresh()")[0]["status"] == "in_progress"
+    th.join(30)
+    assert 3.0 <= done["t"] < 10, done
+    r = done["rows"]
+    assert len(r) == 1 and r[0]["status"] == "in_progress", r
+    assert "batch_wait: timed out after 3 s with the job still in_progress" in r[0]["message"], r
+    with pytest.raises(Exception, match="batch_wait: timeout must be an INTERVAL"):
+        db.execute("SELECT * FROM batch_wait(timeout := 'soon')")
+    # A number is seconds.
+    t = time.monotonic()
+    rows(db, "SELECT * FROM batch_wait(timeout := 0)")
+    assert time.monotonic() - t < 5
+
+
+WAIT_SCRIPT = """
+import duckdb, sys, time
+con = duckdb.connect(sys.argv[1], config={"allow_unsigned_extensions": "true"})
+con.execute(f"LOAD '{sys.argv[2]}'")
+try:
+    try:
+        con.execute("SELECT * FROM batch_wait(timeout := INTERVAL '5 minutes')").fetchall()
+        print("RETURNED")
+    except duckdb.Error as e:
+        print(f"ERROR {e}")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+def start_and_interrupt(cmd, fake_openai, env, stdin=None):
+    before = fake_openai.state()["counts"]["retrieves"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else None, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    if stdin:
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
+    deadline = time.time() + 60
+    while time.time() < deadline and fake_openai.state()["counts"]["retrieves"] < before + 2:
+        if proc.poll() is not None:
+            raise AssertionError(f"ended before it polled: {proc.communicate()}")
+        time.sleep(0.1)
+    assert fake_openai.state()["counts"]["retrieves"] >= before + 2, "batch_wait never polled"
+    t = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return out, err, time.monotonic() - t
+
+
+def test_batch_wait_stops_promptly_on_ctrl_c_in_python(db, fake_openai, ext, tmp_path):
+    fake_openai.configure({"next_batch": {"hold_at": "in_progress"}})
+    s = submit(db)
+    db.close()
+    path = str(tmp_path / "test.duckdb")
+    for _ in range(50):  # until the extension has let the file go (connection-lifetime.md)
+        if "Could not set lock" not in subprocess.run(
+                [sys.executable, "-c", f"import duckdb; duckdb.connect({path!r}).close()"],
+                capture_output=True, text=True).stderr:
+            break
+        time.sleep(0.2)
+    out, err, took = start_and_interrupt([sys.executable, "-c", WAIT_SCRIPT, path, ext], fake_openai, dict(os.environ))
+    # Python raises KeyboardInterrupt as soon as the query returns.
+    assert out.strip().endswith("KeyboardInterrupt") and "RETURNED" not in out, (out, err)
+    assert took < 5, (took, out, err)
+    # The job is untouched: still running at the provider, and a refresh goes on from there.
+    con = duckdb.connect(path, config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{ext}'")
+    r = rows(con, "SELECT * FROM batch_refresh()")
+    assert r[0]["job_id"] == s["job_id"] and r[0]["status"] == "in_progress", r
+    con.close()
+
+
+def test_batch_wait_stops_promptly_on_ctrl_c_in_the_cli(fake_openai, ext, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    fake_openai.configure({"next_batch": {"hold_at": "in_progress"}})
+    cli, path = duckdb_cli(), str(tmp_path / "cli.duckdb")
+
+    def run(sql):
+        r = subprocess.run([cli, "-unsigned", "-csv", path, "-c", f"LOAD '{ext}'; {sql}"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    run(SCHEMA + " INSERT INTO issues (org, repo, number, title, body, state) "
+        "VALUES ('acme', 'widgets', 1, 'Support bundle hangs', 'it hangs', 'open');"
+        " SELECT job_id FROM batch_submit('product-labeling', '*');")
+    sql = f"LOAD '{ext}'; SELECT * FROM batch_wait(timeout := INTERVAL '5 minutes');"
+    out, err, took = start_and_interrupt([cli, "-unsigned", path, "-c", sql], fake_openai, dict(os.environ))
+    assert "interrupt" in (out + err).lower(), (out, err)
+    assert took < 5, (took, out, err)
+    assert "in_progress" in run("SELECT status FROM batch_refresh();")
