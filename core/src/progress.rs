@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn a_healthy_or_collected_job_has_no_note() {
         for s in JobStatus::KNOWN {
-            let mut t = at(10 * H, Some(9 * H), Some(9 * H));
+            let mut t = at(10 * H, Some(10 * H - 1800), Some(10 * H - 1800));
             assert_eq!(note(&s, t), None, "{s}");
             t.collected = true;
             t.now = 100 * H;
