@@ -121,6 +121,8 @@ CONFIG_SCALARS = {
     "prep_wait_seconds": (int, float),
     "validate": str,
     "list_omits_metadata": bool,
+    "max_enqueued_tokens": int,
+    "max_enqueued_requests": int,
 }
 # When a created batch's input file is validated (parsed line by line):
 # "on-create": in a background thread started by POST /v1/batches (the default);
@@ -484,6 +486,11 @@ class FakeProvider:
             "prep_wait_seconds": 2.0,
             "validate": validate,
             "list_omits_metadata": False,  # a gateway that lists batches without `metadata`
+            # The organisation's queue limits per model (0: none): a batch that would take
+            # the model's enqueued prompt tokens (or requests) of the unfinished batches over
+            # them fails validation with OpenAI's token_limit_exceeded (request_limit_exceeded).
+            "max_enqueued_tokens": 0,
+            "max_enqueued_requests": 0,
         }
         self.files = FileStore(data_dir)
         self.boot_config: dict[str, Any] | None = None
@@ -514,6 +521,9 @@ class FakeProvider:
             "cancels": 0,
             "auth_failures": 0,
             "faults_fired": 0,
+            "limit_refusals": 0,  # batches failed for the queue limits
+            "enqueued_peak": {},  # model -> the most prompt tokens enqueued at once
+            "enqueued_requests_peak": {},  # model -> the most requests enqueued at once
             "creates_by_job": {},
             "retrieves_by_batch": {},
             "cancels_by_batch": {},
@@ -1035,6 +1045,9 @@ class FakeProvider:
                     }
                 ]
                 return self._fail(b, errs)
+            refusal = self._queue_refusal(b, prep)
+            if refusal is not None:
+                return self._fail(b, [refusal])
             if o == "token_limit_exceeded":
                 return self._fail(
                     b,
@@ -1070,6 +1083,51 @@ class FakeProvider:
             processed = b.cancel_processed if b.cancel_processed is not None else b.cut()
             self._finish(b, "cancelled", processed, "batch_cancelled")
         return True
+
+    def _held(self, b: Batch, model: str | None) -> tuple[int, int]:
+        """Prompt tokens and requests the other unfinished, validated batches of `model` hold."""
+        tokens = requests = 0
+        with self.lock:
+            others = [x for x in self.batches.values() if x is not b]
+        for x in others:
+            # the status is read without the other batch's lock (lock order: one batch at a
+            # time); a batch mid-step is counted as it was
+            if x.status in TERMINAL or x.status == "validating" or x.prep is None or x.prep.model != model:
+                continue
+            tokens += sum(r[2] for r in x.prep.records)
+            requests += len(x.prep.records)
+        return tokens, requests
+
+    def _queue_refusal(self, b: Batch, prep: Prep) -> dict[str, Any] | None:
+        """OpenAI's error when the batch would go over the queue limits, else None (and the
+        peak enqueued is recorded: tests assert it never passes the limit)."""
+        max_tok = int(self.config["max_enqueued_tokens"] or 0)
+        max_req = int(self.config["max_enqueued_requests"] or 0)
+        tokens, requests = self._held(b, prep.model)
+        mine_tok = sum(r[2] for r in prep.records)
+        mine_req = len(prep.records)
+        def refusal(code: str, what: str, limit: int) -> dict[str, Any]:
+            return {
+                "code": code,
+                "line": None,
+                "message": f"Enqueued {what} limit reached for {prep.model} in organization org-fake. "
+                f"Limit: {limit:,} enqueued {what}s. Please try again once some in_progress batches have been completed.",
+                "param": None,
+            }
+
+        err = None
+        if max_tok and tokens + mine_tok > max_tok:
+            err = refusal("token_limit_exceeded", "token", max_tok)
+        elif max_req and requests + mine_req > max_req:
+            err = refusal("request_limit_exceeded", "request", max_req)
+        with self.lock:
+            if err is not None:
+                self.counts["limit_refusals"] += 1
+                return err
+            for key, v in (("enqueued_peak", tokens + mine_tok), ("enqueued_requests_peak", requests + mine_req)):
+                peaks = self.counts[key]
+                peaks[prep.model or ""] = max(peaks.get(prep.model or "", 0), v)
+        return None
 
     def _fail(self, b: Batch, errors: list[dict[str, Any]]) -> bool:
         b.obj["status"] = "failed"

@@ -7,6 +7,7 @@ mod build;
 pub mod cancel;
 pub mod failpoint;
 pub mod guard;
+mod interrupt;
 mod jobid;
 pub mod profile;
 pub mod reconcile;
@@ -49,6 +50,7 @@ unsafe fn init(
     register::<sql::release::Release>(&conn, &rt)?;
     register::<sql::submit::Submit>(&conn, &rt)?;
     register::<sql::refresh::Refresh>(&conn, &rt)?;
+    register::<sql::wait::Wait>(&conn, &rt)?;
     register::<sql::cancel::Cancel>(&conn, &rt)?;
     register::<sql::retry::Retry>(&conn, &rt)?;
     register::<sql::processors::Define>(&conn, &rt)?;

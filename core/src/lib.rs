@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod openai;
 pub mod pretok;
 pub mod processor;
+pub mod progress;
 pub mod provider;
 pub mod requests;
 pub mod results;

@@ -15,13 +15,17 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Where a job is. `Created` and `Uploaded` are ours (nothing or only the input file is at
-/// the provider); the rest follow the provider's batch. A status ai_batch does not know
+/// Where a job is. `Created`, `Queued` and `Uploaded` are ours (nothing or only the input
+/// file is at the provider); the rest follow the provider's batch. A status ai_batch does not know
 /// (a provider may add `paused`) is kept verbatim in `Other` and is active.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JobStatus {
     /// Recorded; nothing sent yet.
     Created,
+    /// The request file is at the provider, no batch: the job waits for room under the
+    /// account's queue limit (`ai_batch_limits`, or the provider said its limit was
+    /// reached). `batch_refresh` / `batch_wait` send it when room frees.
+    Queued,
     /// The request file is at the provider; a create may or may not have reached it.
     Uploaded,
     /// The provider is validating the input.
@@ -46,8 +50,9 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// Every known status, in lifecycle order.
-    pub const KNOWN: [JobStatus; 10] = [
+    pub const KNOWN: [JobStatus; 11] = [
         JobStatus::Created,
+        JobStatus::Queued,
         JobStatus::Uploaded,
         JobStatus::Validating,
         JobStatus::InProgress,
@@ -63,6 +68,7 @@ impl JobStatus {
     pub fn as_str(&self) -> &str {
         match self {
             JobStatus::Created => "created",
+            JobStatus::Queued => "queued",
             JobStatus::Uploaded => "uploaded",
             JobStatus::Validating => "validating",
             JobStatus::InProgress => "in_progress",
@@ -232,6 +238,9 @@ pub enum RefreshStep {
     /// `uploaded`: the create may or may not have reached the provider: find the batch,
     /// create it, wait, or seal the job (the reconcile rule, [`reconcile_step`]).
     Reconcile,
+    /// `queued`: create its batch if the queue limit leaves room ([`admit`]), oldest
+    /// first, after every other job was refreshed.
+    SendQueued,
     /// A provider status that is not terminal, or one ai_batch does not know: poll.
     Poll,
     /// Terminal and not collected: retrieve the batch and collect its result files.
@@ -260,6 +269,7 @@ pub fn refresh_step(status: &JobStatus, collected: bool, has_batch: bool) -> Ref
     match status {
         JobStatus::Created => RefreshStep::FailInterrupted,
         JobStatus::Uploaded => RefreshStep::Reconcile,
+        JobStatus::Queued => RefreshStep::SendQueued,
         _ if !has_batch => RefreshStep::NoBatch,
         s if s.is_terminal() => RefreshStep::Collect,
         _ => RefreshStep::Poll,
@@ -329,6 +339,115 @@ pub fn reconcile_step(sent_ms: Option<i64>, now_ms: i64, window: Duration) -> Re
 /// Unix ms `window` after `t` (saturating).
 pub fn after_window(t: i64, window: Duration) -> i64 {
     t.saturating_add(window.as_millis().min(i64::MAX as u128) as i64)
+}
+
+// ---------------------------------------------------------------------------------
+// The account's queue: which queued job is sent, and when a refused one tries again.
+
+/// A provider's limits on what may be enqueued at once for one model (a row of the
+/// user's `ai_batch_limits`); `None`: no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimit {
+    pub max_tokens: Option<i64>,
+    pub max_requests: Option<i64>,
+}
+
+/// What is enqueued (or what one job would add): input tokens, requests, jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    pub tokens: i64,
+    pub requests: i64,
+    pub jobs: i64,
+}
+
+/// Whether a job goes to the provider now or waits `queued`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Send,
+    /// Wait; the text says why (shown in `batch_history().error_message`).
+    Wait(String),
+}
+
+/// Whether a job of `job` size may be sent while `enqueued` is at the provider for
+/// the same model under `limit`. A job is always sent when nothing else is enqueued
+/// (there is nothing to wait for; if the provider refuses it, it is requeued).
+pub fn admit(limit: QueueLimit, enqueued: Enqueued, job: Enqueued) -> Admission {
+    if enqueued.jobs == 0 {
+        return Admission::Send;
+    }
+    let over = |max: Option<i64>, used: i64, need: i64, what: &str| {
+        max.filter(|m| used.saturating_add(need) > *m).map(|m| {
+            format!(
+                "queued: waiting for room under the queue limit ({used} of {m} enqueued {what} in use \
+                 by {} running job(s), this job needs {need}); batch_refresh() or batch_wait() sends \
+                 it when running jobs finish",
+                enqueued.jobs
+            )
+        })
+    };
+    match over(limit.max_tokens, enqueued.tokens, job.tokens, "tokens").or_else(|| {
+        over(
+            limit.max_requests,
+            enqueued.requests,
+            job.requests,
+            "requests",
+        )
+    }) {
+        Some(why) => Admission::Wait(why),
+        None => Admission::Send,
+    }
+}
+
+/// Whether a provider error code (a create's, or a failed batch's first error) means
+/// the account's queue is full: the job is requeued, never failed.
+pub fn is_queue_full(code: Option<&str>, message: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("token_limit_exceeded" | "request_limit_exceeded")
+    ) || message.is_some_and(|m| {
+        m.contains("Enqueued token limit reached") || m.contains("Enqueued request limit reached")
+    })
+}
+
+/// What a poll leads to for a batch that ended `failed` because the provider's queue
+/// was full (its first error, [`is_queue_full`]): the job goes back to `queued`, its
+/// items untouched, instead of being collected as failed.
+pub fn requeue_after_poll(polled: &JobStatus, code: Option<&str>, message: Option<&str>) -> bool {
+    *polled == JobStatus::Failed && is_queue_full(code, message)
+}
+
+/// How long a job the provider refused for its queue limit waits before it is sent
+/// again when no job of the model ended meanwhile: 1 minute, doubling per refusal,
+/// at most 30 minutes (never a tight loop).
+pub fn requeue_backoff(refusals: i64) -> Duration {
+    let exp = refusals.clamp(1, 6) - 1;
+    Duration::from_secs((60u64 << exp).min(1800))
+}
+
+/// Whether a queued job the provider refused `refusals` times (the last at
+/// `refused_ms`) may be tried again: at once if it was never refused or a job of the
+/// same model ended after the refusal; otherwise after [`requeue_backoff`].
+pub fn requeue_ready(
+    refusals: i64,
+    refused_ms: Option<i64>,
+    ended_since: bool,
+    now_ms: i64,
+) -> bool {
+    match refused_ms {
+        None => true,
+        Some(_) if refusals <= 0 || ended_since => true,
+        Some(t) => now_ms >= after_window(t, requeue_backoff(refusals)),
+    }
+}
+
+/// `'a', ...` of the statuses whose jobs hold nothing at the provider's queue: the
+/// terminal ones and `queued`.
+pub fn sql_not_enqueued_list() -> String {
+    sql_list(
+        JobStatus::terminal()
+            .chain([&JobStatus::Queued])
+            .map(|s| s.as_str()),
+    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -482,6 +601,7 @@ mod tests {
             active,
             [
                 "created",
+                "queued",
                 "uploaded",
                 "validating",
                 "in_progress",
@@ -525,6 +645,7 @@ mod tests {
                 let want = match (s.as_str(), has_batch) {
                     ("created", _) => FailInterrupted,
                     ("uploaded", _) => Reconcile,
+                    ("queued", _) => SendQueued,
                     (_, false) => NoBatch,
                     ("completed" | "failed" | "expired" | "cancelled", true) => Collect,
                     (
@@ -544,7 +665,7 @@ mod tests {
         for step in [AlreadyCollected, FailInterrupted] {
             assert!(!step.needs_key(), "{step:?}");
         }
-        for step in [Reconcile, Poll, Collect, NoBatch] {
+        for step in [Reconcile, SendQueued, Poll, Collect, NoBatch] {
             assert!(step.needs_key(), "{step:?}");
         }
     }
@@ -793,6 +914,121 @@ mod tests {
         assert_eq!(
             sql_terminal_list(),
             "'completed', 'failed', 'expired', 'cancelled'"
+        );
+    }
+
+    #[test]
+    fn admit_sends_within_the_limit_and_waits_over_it() {
+        let lim = QueueLimit {
+            max_tokens: Some(100),
+            max_requests: None,
+        };
+        let job = Enqueued {
+            tokens: 40,
+            requests: 4,
+            jobs: 1,
+        };
+        let e = |tokens, requests, jobs| Enqueued {
+            tokens,
+            requests,
+            jobs,
+        };
+        // Nothing enqueued: sent, whatever its size.
+        assert_eq!(admit(lim, e(0, 0, 0), job), Admission::Send);
+        assert_eq!(admit(lim, e(0, 0, 0), e(1_000, 1, 1)), Admission::Send);
+        // At the limit exactly: sent; one token over: waits.
+        assert_eq!(admit(lim, e(60, 6, 1), job), Admission::Send);
+        let Admission::Wait(why) = admit(lim, e(61, 6, 1), job) else {
+            panic!("should wait")
+        };
+        assert!(
+            why.contains("61 of 100 enqueued tokens in use by 1 running job(s), this job needs 40"),
+            "{why}"
+        );
+        // No limit: always sent.
+        assert_eq!(
+            admit(QueueLimit::default(), e(1 << 40, 1 << 30, 9), job),
+            Admission::Send
+        );
+        // The request limit on its own.
+        let req = QueueLimit {
+            max_tokens: None,
+            max_requests: Some(10),
+        };
+        assert_eq!(admit(req, e(999, 6, 1), job), Admission::Send);
+        let Admission::Wait(why) = admit(req, e(0, 7, 2), job) else {
+            panic!("should wait")
+        };
+        assert!(why.contains("7 of 10 enqueued requests"), "{why}");
+        // No overflow.
+        assert!(matches!(
+            admit(lim, e(i64::MAX, 0, 1), job),
+            Admission::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn queue_full_codes_and_messages() {
+        assert!(is_queue_full(Some("token_limit_exceeded"), None));
+        assert!(is_queue_full(Some("request_limit_exceeded"), None));
+        assert!(is_queue_full(
+            None,
+            Some("Enqueued token limit reached for gpt-4o-mini in organization org-x. Limit: 2,000,000 enqueued tokens.")
+        ));
+        assert!(is_queue_full(
+            Some("x"),
+            Some("Enqueued request limit reached for gpt-4o in organization org-x. Limit: 1,000,000 enqueued requests.")
+        ));
+        assert!(!is_queue_full(
+            Some("rate_limit_exceeded"),
+            Some("Rate limit reached")
+        ));
+        assert!(!is_queue_full(None, None));
+        for s in all_job_statuses() {
+            assert_eq!(
+                requeue_after_poll(&s, Some("token_limit_exceeded"), None),
+                s == JobStatus::Failed,
+                "{s}"
+            );
+            assert!(
+                !requeue_after_poll(&s, Some("invalid_request"), None),
+                "{s}"
+            );
+        }
+        assert!(!is_queue_full(Some("invalid_request"), Some("bad line")));
+    }
+
+    #[test]
+    fn a_refused_job_waits_for_a_finished_job_or_the_backoff() {
+        assert_eq!(requeue_backoff(0), Duration::from_secs(60));
+        assert_eq!(requeue_backoff(1), Duration::from_secs(60));
+        assert_eq!(requeue_backoff(2), Duration::from_secs(120));
+        assert_eq!(requeue_backoff(5), Duration::from_secs(960));
+        assert_eq!(requeue_backoff(6), Duration::from_secs(1800));
+        assert_eq!(requeue_backoff(60), Duration::from_secs(1800));
+        // Never refused: ready.
+        assert!(requeue_ready(0, None, false, 0));
+        // Refused once at t=1000 ms: waits 60 s unless a job ended since.
+        assert!(!requeue_ready(1, Some(1_000), false, 1_000));
+        assert!(!requeue_ready(1, Some(1_000), false, 60_999));
+        assert!(requeue_ready(1, Some(1_000), false, 61_000));
+        assert!(requeue_ready(1, Some(1_000), true, 1_001));
+        // Twice: two minutes.
+        assert!(!requeue_ready(2, Some(0), false, 119_999));
+        assert!(requeue_ready(2, Some(0), false, 120_000));
+    }
+
+    #[test]
+    fn queued_jobs_are_active_and_hold_no_room() {
+        assert!(!JobStatus::Queued.is_terminal());
+        assert_eq!(
+            sql_not_enqueued_list(),
+            "'completed', 'failed', 'expired', 'cancelled', 'queued'"
+        );
+        // Nothing at the provider: cancelled locally.
+        assert_eq!(
+            cancel_step(&JobStatus::Queued, false, false),
+            CancelStep::CancelLocally
         );
     }
 }

@@ -409,6 +409,9 @@ def submit(
                                  rich_help_panel="Processing Options"),
     reprocess: bool = typer.Option(False, "--reprocess", help="also take issues already analysed",
                                    rich_help_panel="Processing Options"),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost",
+                                             help="budget in USD: above it nothing is written or sent",
+                                             rich_help_panel="Processing Options"),
     db: Optional[str] = DbOption,
 ) -> None:
     """Submit issues as a batch job; print the cost estimate, the skip counts and the job id(s).
@@ -423,6 +426,8 @@ def submit(
         gh-analysis batch submit product-labeling --missing-analysis
 
         gh-analysis batch submit product-labeling --org replicatedhq --repo kots --dry-run
+
+        gh-analysis batch submit product-labeling --missing-analysis --max-cost 5
 
         gh-analysis batch submit product-labeling --sql "SELECT id FROM issues WHERE state='open' LIMIT 5"
 
@@ -444,9 +449,9 @@ def submit(
         db,
         "SELECT * FROM batch_submit(?, ?, model := ?, org := ?, repo := ?, state := ?, "
         "missing_analysis := ?, max_issues := ?, temperature := ?, reasoning_effort := ?, "
-        "dry_run := ?, reprocess := ?)",
+        "dry_run := ?, reprocess := ?, max_cost := ?)",
         [processor, selection, model, org, repo, state, missing_analysis, max_items,
-         temperature, thinking_effort, dry_run, reprocess],
+         temperature, thinking_effort, dry_run, reprocess, max_cost],
     )
     print_submit(recs)
 

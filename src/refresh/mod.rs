@@ -43,6 +43,8 @@ use crate::store::{self, TrackedJob};
 
 mod collect;
 pub(crate) mod poll;
+mod queue;
+pub(crate) mod wait;
 
 /// Why a refresh (or cancel) failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -153,10 +155,12 @@ pub(crate) fn refresh(
     let conn: &Connection = &conn;
     store::check_tables(conn, store::Reads::Tracking)?;
     store::ensure_schema(conn)?;
-    let jobs = match job_id {
+    let mut jobs = match job_id {
         Some(id) => vec![store::tracked_job(conn, id)?],
         None => store::uncollected_jobs(conn)?,
     };
+    // Queued jobs last, oldest first: the polls before them free the room they need.
+    jobs.sort_by_key(|j| (j.status == JobStatus::Queued, j.pk));
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -277,6 +281,7 @@ fn refresh_job(
             summary_row(conn, job, old, 0, msg)
         }
         (RefreshStep::Reconcile, _) => refresh_uploaded(rt, conn, clients, prices, job, prof),
+        (RefreshStep::SendQueued, _) => queue::send_queued(rt, conn, clients, job),
         (RefreshStep::Poll | RefreshStep::Collect, Some(batch_id)) => {
             let batch = clients.get(job)?.poll(batch_id)?;
             poll::finish_poll(rt, conn, clients, prices, job, batch, old, prof)

@@ -28,6 +28,24 @@ pub(crate) fn finish_poll(
     prof: &mut crate::profile::Profiler,
 ) -> Result<RefreshRow, RefreshError> {
     let status = batch.status.clone();
+    let first = batch.errors.first();
+    if let (true, Some(file_id)) = (
+        lifecycle::requeue_after_poll(
+            &status,
+            first.and_then(|e| e.code.as_deref()),
+            first.and_then(|e| e.message.as_deref()),
+        ),
+        job.input_file_id.as_deref(),
+    ) {
+        let msg = format!(
+            "queued again: the provider refused batch {} for its queue limit ({}); the items \
+             are untouched, and batch_refresh() or batch_wait() sends it again when room frees",
+            batch.id,
+            batch_errors_text(&batch).unwrap_or_default()
+        );
+        store::limits::job_queued(conn, job.pk, file_id, &msg, true)?;
+        return summary_row(conn, job, old, 0, msg);
+    }
     let counts = batch.request_counts;
     store::job_polled(
         conn,

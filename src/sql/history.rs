@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use ai_batch_core::lifecycle::JobStatus;
+use ai_batch_core::progress;
+
 use duckdb::core::LogicalTypeId;
 use duckdb::vtab::BindInfo;
 
@@ -57,6 +60,25 @@ fn progress_text(j: &JobRow) -> Option<String> {
     Some(format!("{done} / {total}"))
 }
 
+fn now_secs() -> i64 {
+    crate::jobid::now_ms() / 1000
+}
+
+/// The plain note on a job that looks stuck, or finished but not collected.
+fn note(j: &JobRow) -> Option<String> {
+    let secs = |us: Option<i64>| us.map(|u| u / 1_000_000);
+    progress::note(
+        &JobStatus::parse(&j.status),
+        progress::JobTimes {
+            now: now_secs(),
+            created: secs(j.created_at),
+            submitted: secs(j.submitted_at),
+            progress: secs(j.progress_at),
+            collected: j.collected_at.is_some(),
+        },
+    )
+}
+
 impl SqlTable for History {
     const NAME: &'static str = "batch_history";
     type Params = HistoryFilter;
@@ -71,6 +93,8 @@ impl SqlTable for History {
             "provider_failed": BigInt = |j| j.provider_failed,
             "provider_total": BigInt = |j| j.provider_total,
             "progress_at": TimestampTz = |j| j.progress_at,
+            "age": Varchar = |j| j.created_at.map(|c| progress::age_text(now_secs() - c / 1_000_000)),
+            "note": Varchar = |j| note(j),
         }));
         cols
     }

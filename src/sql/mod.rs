@@ -28,6 +28,7 @@ pub mod results;
 pub mod retry;
 pub mod submit;
 pub mod submit_scalar;
+pub mod wait;
 
 /// The boxed error type the duckdb-rs callbacks expect.
 pub type BoxError = Box<dyn std::error::Error>;

@@ -34,6 +34,8 @@ pub struct JobRow {
     pub provider_failed: Option<i64>,
     pub provider_total: Option<i64>,
     pub progress_at: Option<i64>,
+    /// When the job was collected (Unix µs); None while it is active.
+    pub collected_at: Option<i64>,
 }
 
 /// Filters of `batch_history()`.
@@ -55,7 +57,8 @@ fn job_columns() -> String {
          j.estimated_input_tokens, j.input_tokens, j.output_tokens, \
          epoch_us(j.created_at), epoch_us(j.submitted_at), epoch_us(j.completed_at), \
          j.provider_batch_id, j.error_message, \
-         j.provider_completed, j.provider_failed, j.provider_total, epoch_us(j.progress_at)"
+         j.provider_completed, j.provider_failed, j.provider_total, epoch_us(j.progress_at), \
+         epoch_us(j.collected_at)"
     )
 }
 
@@ -85,6 +88,7 @@ fn job_row(r: &duckdb::Row<'_>) -> duckdb::Result<JobRow> {
         provider_failed: r.get(21)?,
         provider_total: r.get(22)?,
         progress_at: r.get(23)?,
+        collected_at: r.get(24)?,
     })
 }
 

@@ -16,6 +16,7 @@ use duckdb::{Connection, Transaction};
 mod analyses;
 mod items;
 mod jobs;
+pub(crate) mod limits;
 pub mod prices;
 pub mod processors;
 pub mod record;
@@ -117,4 +118,14 @@ pub(crate) fn in_transaction<T, E: From<duckdb::Error>>(
     let v = f()?;
     tx.commit()?;
     Ok(v)
+}
+
+/// The seconds of an INTERVAL given as text (`'10 minutes'`, `'00:10:00'`), read
+/// with DuckDB's own cast.
+pub(crate) fn interval_seconds(conn: &duckdb::Connection, text: &str) -> duckdb::Result<f64> {
+    conn.query_row(
+        "SELECT epoch(CAST(? AS INTERVAL))::DOUBLE",
+        duckdb::params![text],
+        |r| r.get(0),
+    )
 }

@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     provider_completed       BIGINT,                    -- the provider's request counts at the last poll
     provider_failed          BIGINT,
     provider_total           BIGINT,
-    progress_at              TIMESTAMPTZ                -- when completed + failed last changed (first seen)
+    progress_at              TIMESTAMPTZ,               -- when completed + failed last changed (first seen)
+    queued_at                TIMESTAMPTZ,               -- when the job last went 'queued'
+    limit_refusals           INTEGER                    -- creates the provider refused for its queue limit
 );
 CREATE SEQUENCE IF NOT EXISTS batch_items_id_seq;
 CREATE TABLE IF NOT EXISTS batch_items (
@@ -148,6 +150,11 @@ const COMMENTS: UserTable = UserTable {
     columns: &["issue_id", "author_login", "body", "position"],
     what: "the gh-analysis comments of sql/schema.sql",
 };
+const LIMITS: UserTable = UserTable {
+    name: "ai_batch_limits",
+    columns: &["provider", "model", "max_enqueued_tokens"],
+    what: "your account's queue limits, see Queue limits in the README",
+};
 const PRICES: UserTable = UserTable {
     name: "ai_batch_prices",
     columns: &["model", "input_per_mtok", "output_per_mtok"],
@@ -198,7 +205,7 @@ pub(crate) fn check_tables(conn: &Connection, reads: Reads) -> Result<(), StoreE
     let user: &[&UserTable] = match reads {
         Reads::Tracking => &[],
         Reads::IssueRefs => &[&ISSUES_FOR_REFS],
-        Reads::Issues => &[&ISSUES_FOR_SUBMIT, &LABELS, &COMMENTS, &PRICES],
+        Reads::Issues => &[&ISSUES_FOR_SUBMIT, &LABELS, &COMMENTS, &PRICES, &LIMITS],
     };
     let order: Vec<&str> = OWNED_TABLES
         .iter()
@@ -424,12 +431,14 @@ fn ensure_views(conn: &Connection) -> Result<(), StoreError> {
 /// Columns added to `batch_jobs` after its first release, with their type: a
 /// database created before gets them on first use (`ADD COLUMN`, appended last, as
 /// in [`SCHEMA_DDL`]).
-const ADDED_JOB_COLUMNS: [(&str, &str); 5] = [
+const ADDED_JOB_COLUMNS: [(&str, &str); 7] = [
     ("collect_attempts", "INTEGER"),
     ("provider_completed", "BIGINT"),
     ("provider_failed", "BIGINT"),
     ("provider_total", "BIGINT"),
     ("progress_at", "TIMESTAMPTZ"),
+    ("queued_at", "TIMESTAMPTZ"),
+    ("limit_refusals", "INTEGER"),
 ];
 
 /// Adds the [`ADDED_JOB_COLUMNS`] a `batch_jobs` of an older release lacks. Nothing
@@ -524,11 +533,11 @@ mod tests {
     #[test]
     fn ddl_columns_reads_every_column_of_our_tables() {
         let jobs = ddl_columns("batch_jobs");
-        assert_eq!(jobs.len(), 36, "{jobs:?}");
+        assert_eq!(jobs.len(), 38, "{jobs:?}");
         assert!(jobs.contains(&"collect_attempts"));
         assert_eq!(jobs.first(), Some(&"id"));
         assert!(jobs.contains(&"collected_at") && jobs.contains(&"error_message"));
-        assert_eq!(jobs.last(), Some(&"progress_at"));
+        assert_eq!(jobs.last(), Some(&"limit_refusals"));
         let items = ddl_columns("batch_items");
         assert_eq!(items.len(), 14, "{items:?}");
         assert!(items.contains(&"custom_id") && items.contains(&"updated_at"));
@@ -547,6 +556,6 @@ mod tests {
     fn column_lists_are_capped() {
         assert_eq!(column_list(&["a", "b"]), "a, b");
         let many: Vec<&str> = ddl_columns("batch_jobs");
-        assert!(column_list(&many).ends_with(" and 28 more"));
+        assert!(column_list(&many).ends_with(" and 30 more"));
     }
 }

@@ -35,6 +35,8 @@ pub enum SubmitError {
     Provider(#[from] ProviderError),
     #[error("{0}")]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("{0}")]
+    OverBudget(#[from] super::budget::OverBudget),
     /// The build failed after earlier jobs of the same submit were committed and sent.
     #[error("{error}; the job(s) recorded before the failure were sent as usual: {jobs} (see batch_history(); running the same batch_submit again submits only the issues not in them)")]
     PartlySent {

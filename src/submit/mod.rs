@@ -23,6 +23,7 @@
 //! (what a submit gives back), `error`. The tracking-table statements are in
 //! `store::record`, the prices in `store::prices`.
 
+mod budget;
 mod error;
 mod outcome;
 pub mod request;
@@ -32,6 +33,7 @@ mod send;
 use std::sync::Arc;
 
 use ai_batch_core::cost;
+use ai_batch_core::lifecycle;
 use ai_batch_core::processor::Processor;
 use duckdb::Connection;
 
@@ -46,6 +48,7 @@ pub(crate) use selection::{id_out_of_range, is_integer_type};
 
 use outcome::{with_note, PlannedJob};
 use selection::{drop_temp, load_selection};
+pub(crate) use send::create_job;
 use send::{make_provider, send_jobs};
 
 /// Runs a submit: see the module docs for the order of steps.
@@ -90,6 +93,17 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     // created: a bad selection leaves the database as it was.
     load_selection(conn, req)?;
     prof.mark("selection", 0);
+    let prices = store::prices::price_table(conn)?;
+    let (price, note) = cost::price_and_note(&prices, &req.model);
+    if let (Some(max_cost), None) = (req.max_cost, &price) {
+        drop_temp(conn);
+        return Err(SubmitError::Invalid(format!(
+            "max_cost := {max_cost} is set but no price is known for model '{}', so the cost \
+             cannot be checked; nothing was written or sent (add the model's Batch API prices to \
+             ai_batch_prices, or leave max_cost out)",
+            ai_batch_core::text::echo(&req.model)
+        )));
+    }
     let tracked = if req.dry_run {
         store::tracking_tables_present(conn)?
     } else {
@@ -140,7 +154,6 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         });
     }
 
-    let prices = store::prices::price_table(conn)?;
     let history_avg = if tracked {
         store::prices::output_history_average(conn, &req.processor, &req.model)?
     } else {
@@ -154,7 +167,6 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             _ => e,
         }
     };
-    let (price, note) = cost::price_and_note(&prices, &req.model);
 
     // Request files: streamed from the database to the spool, counted on every core.
     let max_lines = req.max_requests_per_job.map(|n| n as usize);
@@ -169,6 +181,21 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             input_tokens: input,
             output_tokens: output,
             built: b,
+            queue: None,
+        }
+    };
+    // The budget guard: the whole submit against max_cost, before anything is recorded.
+    let within_budget = |planned: &[PlannedJob]| -> Result<(), SubmitError> {
+        match (req.max_cost, &price) {
+            (Some(max_cost), Some(p)) => Ok(budget::check(
+                max_cost,
+                p,
+                out_each,
+                planned
+                    .iter()
+                    .map(|j| (j.cost_estimate.unwrap_or(0.0), j.built.tokens.as_slice())),
+            )?),
+            _ => Ok(()),
         }
     };
     let profile_build = |prof: &mut crate::profile::Profiler,
@@ -200,6 +227,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         profile_build(&mut prof, &times, n, bytes);
         prof.mark("build_requests", bytes);
         drop_temp(conn);
+        within_budget(&planned)?;
         let jobs = planned
             .into_iter()
             .map(|p| JobOutcome {
@@ -229,6 +257,18 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     // always committed before any network call for it. When no second connection is
     // idle (other ai_batch calls hold them), the jobs are sent after the build instead,
     // on this connection.
+    // The account's queue limit: a job that would go over it is recorded and uploaded
+    // but waits `queued`; so does every job after it, and every job behind an older
+    // queued one of this model (oldest first).
+    let limit = store::limits::queue_limit(conn, &req.provider, &req.model)?;
+    let older = store::limits::queued_count(conn, &req.provider, &req.model, None)?;
+    let mut queue_behind = (older > 0).then(|| {
+        format!(
+            "queued: behind {older} older queued job(s) of model {}; batch_refresh() or \
+             batch_wait() sends it when room frees",
+            req.model
+        )
+    });
     let spool = crate::spool::dir().map_err(SubmitError::Spool)?;
     // Request files of killed submits (nobody holds their lock) go first.
     crate::spool::clean_stale(&spool);
@@ -249,6 +289,53 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             }
             None => Sending::AfterBuild(rx),
         };
+        // Records one built job and hands it to the sender.
+        let mut record_and_send = |mut p: PlannedJob| -> Result<(), SubmitError> {
+            // Until the job is handed to the sender, a failure removes its file.
+            let mut unsent = crate::build::RemoveOnDrop(p.built.path.clone());
+            if !recorded.is_empty() {
+                crate::failpoint::hit("submit_before_next_record");
+                if crate::failpoint::fails("submit_before_next_record") {
+                    return Err(SubmitError::Build(
+                        "injected failure (AI_BATCH_FAILPOINT)".into(),
+                    ));
+                }
+            }
+            // Claim the job before it becomes visible, so that a concurrent refresh
+            // never takes a job this call is still sending for an interrupted one.
+            claims.extend(rt.claim_job(&p.built.job_id));
+            let skipped = if recorded.is_empty() {
+                summary.skipped()
+            } else {
+                0
+            };
+            let t = std::time::Instant::now();
+            let pk = record_job(conn, req, proc_, &p, skipped)?;
+            record_secs += t.elapsed().as_secs_f64();
+            if queue_behind.is_none() && limit != lifecycle::QueueLimit::default() {
+                let held = store::limits::enqueued(conn, &req.provider, &req.model, Some(pk))?;
+                let size = lifecycle::Enqueued {
+                    tokens: p.input_tokens as i64,
+                    requests: p.built.issue_ids.len() as i64,
+                    jobs: 1,
+                };
+                if let lifecycle::Admission::Wait(why) = lifecycle::admit(limit, held, size) {
+                    queue_behind = Some(why);
+                }
+            }
+            p.queue = queue_behind.clone();
+            crate::failpoint::hit("submit_after_record");
+            recorded.push(p.built.job_id.clone());
+            bytes_built += p.built.bytes;
+            // The receiver lives until this scope ends; a send can only fail if
+            // the sender thread is gone, and then its join below reports it.
+            unsent.0 = None;
+            let _ = tx.send((p, pk));
+            Ok(())
+        };
+        // With a budget, every job is built before the first is recorded: the whole
+        // estimate is checked first (see `budget`).
+        let mut deferred: Vec<PlannedJob> = Vec::new();
         let built = crate::build::build_requests(
             conn,
             proc_,
@@ -258,37 +345,23 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
             &mut times,
             &mut |b| {
                 let p = plan(b);
-                // Until the job is handed to the sender, a failure removes its file.
-                let mut unsent = crate::build::RemoveOnDrop(p.built.path.clone());
-                if !recorded.is_empty() {
-                    crate::failpoint::hit("submit_before_next_record");
-                    if crate::failpoint::fails("submit_before_next_record") {
-                        return Err(SubmitError::Build(
-                            "injected failure (AI_BATCH_FAILPOINT)".into(),
-                        ));
-                    }
-                }
-                // Claim the job before it becomes visible, so that a concurrent refresh
-                // never takes a job this call is still sending for an interrupted one.
-                claims.extend(rt.claim_job(&p.built.job_id));
-                let skipped = if recorded.is_empty() {
-                    summary.skipped()
+                if req.max_cost.is_some() {
+                    deferred.push(p);
+                    Ok(())
                 } else {
-                    0
-                };
-                let t = std::time::Instant::now();
-                let pk = record_job(conn, req, proc_, &p, skipped)?;
-                record_secs += t.elapsed().as_secs_f64();
-                crate::failpoint::hit("submit_after_record");
-                recorded.push(p.built.job_id.clone());
-                bytes_built += p.built.bytes;
-                // The receiver lives until this scope ends; a send can only fail if
-                // the sender thread is gone, and then its join below reports it.
-                unsent.0 = None;
-                let _ = tx.send((p, pk));
-                Ok(())
+                    record_and_send(p)
+                }
             },
-        );
+        )
+        .and_then(|()| {
+            if let Err(e) = within_budget(&deferred) {
+                for p in &deferred {
+                    drop(crate::build::RemoveOnDrop(p.built.path.clone()));
+                }
+                return Err(e);
+            }
+            deferred.into_iter().try_for_each(&mut record_and_send)
+        });
         drop(tx);
         profile_build(&mut prof, &times, summary.to_submit as u64, bytes_built);
         prof.add("record_items", record_secs, summary.to_submit as u64);

@@ -72,6 +72,8 @@ pub(crate) struct PlannedJob {
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u64,
     pub(crate) cost_estimate: Option<f64>,
+    /// Why it waits `queued` instead of being created (the queue limit), if it does.
+    pub(crate) queue: Option<String>,
 }
 
 /// `msg`, with the estimate's note when there is one.

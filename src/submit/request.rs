@@ -80,6 +80,8 @@ pub struct SubmitRequest {
     /// Set by `batch_retry`: the processor version of the job it retries (else the
     /// processor's current one).
     pub processor_version: Option<String>,
+    /// The budget (USD): a submit whose estimate is above it writes and sends nothing.
+    pub max_cost: Option<f64>,
     /// Set by `batch_retry`: the job this one retries.
     pub retry_of: Option<String>,
     /// Set by `batch_retry`: attempts each issue already had (the new item gets one more).
@@ -109,6 +111,7 @@ impl SubmitRequest {
             reasoning_effort: None,
             max_requests_per_job: None,
             processor_version: None,
+            max_cost: None,
             retry_of: None,
             prior_attempts: HashMap::new(),
         }
@@ -195,6 +198,13 @@ impl SubmitRequest {
                 return Err(SubmitError::Invalid(format!(
                     "max_requests_per_job must be between 1 and {}, got {n}",
                     ai_batch_core::requests::MAX_REQUESTS_PER_BATCH
+                )));
+            }
+        }
+        if let Some(c) = self.max_cost {
+            if !c.is_finite() || c < 0.0 {
+                return Err(SubmitError::Invalid(format!(
+                    "max_cost must be a cost in USD of 0 or more, got {c} (leave it out for no budget)"
                 )));
             }
         }
@@ -387,7 +397,7 @@ impl Draft {
 
 /// Every named parameter of `batch_submit`, declared once: the table function's
 /// registration and bind, and the scalar form's options, all come from here.
-pub(crate) const PARAMS: [Param; 15] = [
+pub(crate) const PARAMS: [Param; 16] = [
     Param::new("model", Setter::Text(|d, v| d.model = v)),
     Param::new("provider", Setter::Text(|d, v| d.provider = v)),
     Param::new("base_url", Setter::Text(|d, v| d.req.base_url = v)),
@@ -424,6 +434,7 @@ pub(crate) const PARAMS: [Param; 15] = [
         "reasoning_effort",
         Setter::Text(|d, v| d.req.reasoning_effort = v.map(|e| e.trim().to_string())),
     ),
+    Param::new("max_cost", Setter::Float(|d, v| d.req.max_cost = v)),
 ];
 
 /// The parameter named `name` (as written: callers lower-case option keys).
@@ -461,6 +472,17 @@ mod tests {
         r.temperature = Some(5.0);
         assert!(r.validate().is_err());
         r.temperature = None;
+        r.max_cost = Some(-1.0);
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_cost must be"));
+        r.max_cost = Some(f64::NAN);
+        assert!(r.validate().is_err());
+        r.max_cost = Some(0.0);
+        r.validate().unwrap();
+        r.max_cost = None;
         r.provider = "acme-ai".into();
         assert!(r.validate().unwrap_err().to_string().contains("acme-ai"));
     }

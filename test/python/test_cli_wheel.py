@@ -278,6 +278,9 @@ def test_user_errors_are_one_red_line(sh, tmp_path):
     assert "reasoning_effort is only for reasoning models" in line
     line = sh.fails("gh-analysis batch submit product-labeling", "batch submit")
     assert "say which issues" in line
+    # --max-cost: over the budget, nothing is written or sent
+    line = sh.fails("gh-analysis batch submit product-labeling --org acme --max-cost 0.000001", "batch submit")
+    assert "is above max_cost := 0.000001" in line and "nothing was written or sent" in line, line
     line = sh.fails("gh-analysis batch details job_nope", "batch details")
     assert "batch_details: no job with job_id 'job_nope'" in line
     # reasoning models take --thinking-effort; the dry run writes and sends nothing

@@ -541,6 +541,39 @@ def test_outcome_failed_validation_and_token_limit(fake_openai):
     assert b.status == "completed"
 
 
+def test_queue_limits_refuse_as_openai_words_it_and_record_the_peak(fake_openai):
+    c = sdk(fake_openai)
+    fake_openai.configure(advance="per-retrieve", next_batches=[{"hold_at": "in_progress"}])
+    first = submit(c, 3).id
+    assert c.batches.retrieve(first).status == "in_progress"
+    held = fake_openai.state()["counts"]["enqueued_peak"]["gpt-4o-mini"]
+    assert held > 0
+    # Room for what is held plus a little: the next batch of 3 does not fit.
+    fake_openai.configure(max_enqueued_tokens=held + 1)
+    b, _ = run_to_end(c, submit(c, 3).id)
+    assert b.status == "failed" and b.request_counts.total == 0
+    e = b.errors.data[0]
+    assert (e.code, e.line, e.param) == ("token_limit_exceeded", None, None)
+    assert e.message == (f"Enqueued token limit reached for gpt-4o-mini in organization org-fake. "
+                         f"Limit: {held + 1:,} enqueued tokens. Please try again once some in_progress "
+                         "batches have been completed.")
+    # The request limit, worded the same way.
+    fake_openai.configure(max_enqueued_tokens=0, max_enqueued_requests=4)
+    b, _ = run_to_end(c, submit(c, 3).id)
+    assert b.errors.data[0].code == "request_limit_exceeded"
+    assert b.errors.data[0].message.startswith("Enqueued request limit reached for gpt-4o-mini in organization org-fake. "
+                                               "Limit: 4 enqueued requests.")
+    st = fake_openai.state()["counts"]
+    assert st["limit_refusals"] == 2
+    # Once the held batch ends, the same batch fits; the peak never passed a limit in force.
+    control(fake_openai, f"/_fake/batches/{first}", {"hold_at": None})
+    assert run_to_end(c, first)[0].status == "completed"
+    b, _ = run_to_end(c, submit(c, 3).id)
+    assert b.status == "completed"
+    st = fake_openai.state()["counts"]
+    assert st["enqueued_requests_peak"]["gpt-4o-mini"] == 3 and st["limit_refusals"] == 2
+
+
 @pytest.mark.parametrize(
     "lines, code, line_no",
     [

@@ -319,18 +319,20 @@ def test_failed_validation_records_errors_on_job_and_named_items(db, fake_openai
     assert one(db, "SELECT count(*) FROM ai_analyses") == 0
 
 
-def test_token_limit_exceeded_leaves_items_retryable(db, fake_openai):
+def test_token_limit_exceeded_requeues_and_never_fails_the_items(db, fake_openai):
+    # Issue 14: a batch the provider refuses for its enqueued-token limit goes back to
+    # `queued` with its items untouched (test_limits.py follows it until it is sent again).
     fake_openai.configure({"next_batch": {"outcome": "token_limit_exceeded"}})
     s = submit(db)
-    refresh_until_done(db, s["job_id"])
-    j, its = check_job_invariants(db, s["job_id"], fake_openai)
-    assert j["status"] == "failed" and "token_limit_exceeded" in j["error_message"]
-    assert {(i["status"], i["error_code"]) for i in its} == {("failed", "token_limit_exceeded")}
-    r = rows(db, "SELECT * FROM batch_retry(?)", [s["job_id"]])
-    assert r[0]["submitted"] == N and r[0]["skipped"] == 0, r
-    refresh_until_done(db, r[0]["job_id"])
-    check_job_invariants(db, r[0]["job_id"], fake_openai)
-    assert one(db, "SELECT count(*) FROM ai_analyses") == N
+    r = refresh(db, s["job_id"])[0]
+    j = job(db, s["job_id"])
+    assert j["status"] == "queued" and "token_limit_exceeded" in j["error_message"], j
+    assert "Enqueued token limit reached" in r["message"], r
+    its = items(db, s["job_id"])
+    assert {(i["status"], i["error_code"]) for i in its} == {("pending", None)}
+    with pytest.raises(Exception, match="is still queued"):
+        db.execute("SELECT * FROM batch_retry(?)", [s["job_id"]])
+    assert one(db, "SELECT count(*) FROM batch_jobs") == 1
 
 
 def test_schema_invalid_answers_fail_the_item_and_store_nothing(db, fake_openai):

@@ -155,3 +155,37 @@ def test_tables_of_an_older_release_get_the_progress_columns(db, fake_openai):
         db.execute(f"ALTER TABLE batch_jobs DROP COLUMN {c}")
     h = history(db, jid)
     assert h["progress"] is None and counts(h) == (None, None, None), h
+
+
+def test_a_stalled_batch_shows_the_stuck_message_and_a_finished_one_the_expiry_warning(db, fake_openai):
+    # Issue 14: batch_history() shows the job's age and a plain note with what to do.
+    fake_openai.configure({"next_batch": {**MIXED, "hold_at": "in_progress"}})
+    s = submit(db)
+    jid, bid = s["job_id"], s["provider_batch_id"]
+    r = refresh_one(db, jid)
+    assert r["status"] == "in_progress"
+    h = history(db, jid)
+    assert h["note"] is None and h["age"].endswith("s"), h   # fresh and moving: nothing to say
+    # The fake holds the batch; the counts have not moved for 4 hours (moved back in time here).
+    db.execute("UPDATE batch_jobs SET submitted_at = submitted_at - INTERVAL 5 HOUR, "
+               "progress_at = progress_at - INTERVAL 4 HOUR, created_at = created_at - INTERVAL 5 HOUR "
+               "WHERE job_id = ?", [jid])
+    r = refresh_one(db, jid)
+    assert r["status"] == "in_progress" and counts(r) == (4, 1, N), r   # still stalled at the provider
+    h = history(db, jid)
+    assert h["age"].startswith("5h "), h
+    assert h["note"].startswith("no progress for 4h 0m: the provider is busy"), h
+    assert "batch_cancel" in h["note"] and "batch_retry" in h["note"], h
+    # Close to the 24h window.
+    db.execute("UPDATE batch_jobs SET submitted_at = submitted_at - INTERVAL 17 HOUR WHERE job_id = ?", [jid])
+    note = history(db, jid)["note"]
+    assert note.startswith(("close to the provider's 24h window (1h 59m left)",
+                            "close to the provider's 24h window (2h 0m left)")), note
+    # Finished at the provider but its result files unusable: not collected, and a day old.
+    control(fake_openai, bid, {"hold_at": None, "cut_output_file": 0.5, "step": 2})
+    r = refresh_one(db, jid)
+    assert r["status"] == "completed" and not r["message"].startswith("collected"), r
+    db.execute("UPDATE batch_jobs SET submitted_at = submitted_at - INTERVAL 3 HOUR WHERE job_id = ?", [jid])
+    h = history(db, jid)
+    assert h["note"].startswith("finished at the provider but not collected (1d 1h since it was sent)"), h
+    assert "output_expires_after" in h["note"], h
