@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use ai_batch_core::cost::{par_map, Encoding, RequestTokenCounter};
 use ai_batch_core::processor::{CommentInput, IssueInput, Processor};
+use ai_batch_core::provider::Format;
 use ai_batch_core::requests::{
-    custom_id, validate_job_id, write_rendered_line, RequestOptions, ShardStep, Sharder,
-    DEFAULT_SHARD_BYTES, MAX_REQUESTS_PER_BATCH,
+    custom_id, validate_job_id, RequestOptions, ShardStep, Sharder, DEFAULT_SHARD_BYTES,
 };
 use duckdb::{params, Connection};
 
@@ -149,8 +149,10 @@ pub struct BuildTimes {
 /// run (lines are built and counted, nothing is written). Each job is handed to
 /// `on_job` as soon as its file is complete, so the caller can record and send it while
 /// the next one is built. `on_job`'s errors stop the build and come back as they are.
+#[allow(clippy::too_many_arguments)]
 pub fn build_requests<E: From<BuildError>>(
     conn: &Connection,
+    format: &dyn Format,
     processor: &Processor,
     opts: &RequestOptions,
     max_requests_per_job: Option<usize>,
@@ -160,9 +162,10 @@ pub fn build_requests<E: From<BuildError>>(
 ) -> Result<(), E> {
     let (encoding, _) = Encoding::for_model_or_approx(&opts.model);
     let counter = RequestTokenCounter::new(processor, encoding).map_err(build_err)?;
+    let limits = format.limits();
     let mut sharder = Sharder::with_limits(
-        max_requests_per_job.unwrap_or(MAX_REQUESTS_PER_BATCH),
-        DEFAULT_SHARD_BYTES,
+        max_requests_per_job.unwrap_or(limits.max_requests),
+        limits.max_bytes.min(DEFAULT_SHARD_BYTES),
     );
     let reader = IssueReader::new(conn)?;
     let mut open = Open::new(spool)?;
@@ -196,7 +199,8 @@ pub fn build_requests<E: From<BuildError>>(
         // One JSONL line for `issue` in job `job_id`, into `line`.
         let render = |line: &mut Vec<u8>, job_id: &str, issue_id: i64, text: &str| {
             line.clear();
-            write_rendered_line(line, &custom_id(job_id, issue_id), processor, text, opts)
+            format
+                .write_line(line, &custom_id(job_id, issue_id), processor, text, opts)
                 .map(|_| ())
                 .map_err(build_err)
         };

@@ -11,6 +11,9 @@ use std::fmt;
 use std::path::Path;
 
 use crate::lifecycle::JobStatus;
+use crate::processor::Processor;
+use crate::requests::{RequestError, RequestOptions};
+use crate::results::ParsedResults;
 
 pub use crate::http::{ClientOptions, HttpError as ProviderError};
 
@@ -83,6 +86,27 @@ pub struct StagedFile {
     pub created_at: Option<i64>,
 }
 
+/// A provider's batch files: how much one may hold, the request line it takes, the
+/// result lines it gives back. No network and no key, so a dry run encodes lines too.
+pub trait Format: Sync + fmt::Debug {
+    /// How much one batch file may hold.
+    fn limits(&self) -> Limits;
+    /// Appends one request line (with its `\n`) asking `processor`'s question about
+    /// an issue whose user message is `user_text`; returns the bytes appended. On error
+    /// nothing is appended.
+    fn write_line(
+        &self,
+        out: &mut Vec<u8>,
+        custom_id: &str,
+        processor: &Processor,
+        user_text: &str,
+        opts: &RequestOptions,
+    ) -> Result<usize, RequestError>;
+    /// Reads the result files of a batch (on every core), validating each answer
+    /// against `processor`.
+    fn parse_results(&self, files: &[&[u8]], processor: &Processor) -> ParsedResults;
+}
+
 /// What ai_batch needs from a Batch API. Object-safe: operations hold a
 /// `Box<dyn Provider>`. Every call is blocking and applies the HTTP module's
 /// timeouts and retry rules.
@@ -93,8 +117,8 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn base_url(&self) -> &str;
     /// The timeouts and retry settings in use.
     fn options(&self) -> &ClientOptions;
-    /// How much one batch file may hold.
-    fn limits(&self) -> Limits;
+    /// Its batch files' format.
+    fn format(&self) -> &'static dyn Format;
     /// Uploads the request file at `path` under `filename`; returns its file id.
     /// Not repeated once it may have reached the provider.
     fn stage_input(&self, path: &Path, filename: &str) -> Result<StagedFile, ProviderError>;
@@ -132,8 +156,9 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn delete_input(&self, file_id: &str) -> Result<(), ProviderError>;
 }
 
-/// What ai_batch knows of a provider before talking to it: where its settings live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What ai_batch knows of a provider before talking to it: where its settings live,
+/// and its batch files' format.
+#[derive(Debug, Clone, Copy)]
 pub struct Known {
     /// The name stored in `batch_jobs.provider` (`openai`).
     pub id: &'static str,
@@ -145,6 +170,8 @@ pub struct Known {
     pub base_url_env: &'static str,
     /// The public API's base URL.
     pub default_base_url: &'static str,
+    /// Its batch files' format.
+    pub format: &'static dyn Format,
 }
 
 /// OpenAI's settings.
@@ -154,6 +181,7 @@ pub const OPENAI: Known = Known {
     key_env: "OPENAI_API_KEY",
     base_url_env: "OPENAI_BASE_URL",
     default_base_url: crate::openai::DEFAULT_BASE_URL,
+    format: &crate::openai::OpenAiJsonl,
 };
 
 /// The providers ai_batch can talk to.
@@ -205,7 +233,7 @@ mod tests {
         let p = for_name("openai", "http://127.0.0.1:9/v1", "sk-x".into(), opts()).unwrap();
         assert_eq!(p.name(), "OpenAI");
         assert_eq!(p.base_url(), "http://127.0.0.1:9/v1");
-        assert_eq!(p.limits().max_requests, 50_000);
+        assert_eq!(p.format().limits().max_requests, 50_000);
         let k = known("openai").unwrap();
         assert_eq!(
             (k.key_env, k.base_url_env),

@@ -160,7 +160,7 @@ pub(super) fn collect(
     prof.mark("download", dl.files.iter().map(|f| f.2.len() as u64).sum());
     crate::failpoint::hit("refresh_after_download");
     let slices: Vec<&[u8]> = dl.files.iter().map(|f| f.2.as_slice()).collect();
-    let parsed = results::parse_files(&slices, proc_);
+    let parsed = client.format().parse_results(&slices, proc_);
     prof.mark("parse_validate", parsed.outcomes.len() as u64);
     let unreadable = describe_unreadable(&parsed, &dl.files);
     let output_read = dl.files.iter().any(|f| f.0 == "output");

@@ -212,6 +212,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         let mut planned = Vec::new();
         crate::build::build_requests::<SubmitError>(
             conn,
+            req.known_provider().format,
             proc_,
             &opts,
             max_lines,
@@ -338,6 +339,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
         let mut deferred: Vec<PlannedJob> = Vec::new();
         let built = crate::build::build_requests(
             conn,
+            client.format(),
             proc_,
             &opts,
             max_lines,

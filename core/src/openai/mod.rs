@@ -7,6 +7,7 @@
 //! streaming) is the shared [`crate::http`] module's.
 
 mod client;
+mod jsonl;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -18,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use crate::http::{HttpError, Service};
 use crate::lifecycle::JobStatus;
 use crate::provider::{
-    BatchErrorLine, BatchView, Limits, Provider, ProviderError, RequestCounts as NeutralCounts,
+    BatchErrorLine, BatchView, Format, Provider, ProviderError, RequestCounts as NeutralCounts,
     StagedFile,
 };
-use crate::requests::{MAX_BATCH_FILE_BYTES, MAX_REQUESTS_PER_BATCH};
 
 pub use crate::http::{ApiError, ClientOptions, TransportError, TransportKind};
 pub(crate) use client::OpenAiClient;
+pub use jsonl::OpenAiJsonl;
 pub(crate) use wire::Batch;
 
 /// Everything that can go wrong talking to OpenAI (the HTTP module's error, whose
@@ -219,11 +220,8 @@ impl Provider for OpenAiProvider {
         self.client.options()
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
-            max_requests: MAX_REQUESTS_PER_BATCH,
-            max_bytes: MAX_BATCH_FILE_BYTES,
-        }
+    fn format(&self) -> &'static dyn Format {
+        &OpenAiJsonl
     }
 
     fn stage_input(&self, path: &Path, filename: &str) -> Result<StagedFile, ProviderError> {
