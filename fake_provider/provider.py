@@ -100,6 +100,8 @@ FAULT_PRESETS: dict[str, tuple[int, str, str | None, str | None]] = {
     "forbidden": (403, "Country, region, or territory not supported", "request_forbidden", "unsupported_country_region_territory"),
     "not_found": (404, "The requested resource was not found.", "invalid_request_error", None),
     "status": (500, "Injected error.", "server_error", None),
+    # Anthropic's "the API is temporarily overloaded" (on /v1/messages paths; OpenAI never sends it)
+    "overloaded": (529, "Overloaded", "overloaded_error", None),
 }
 FAULT_ACTIONS = ("delay", "reset", "close", "truncate")
 FAULT_KEYS = frozenset(
@@ -121,6 +123,10 @@ CONFIG_SCALARS = {
     "prep_wait_seconds": (int, float),
     "validate": str,
     "list_omits_metadata": bool,
+    # a gateway mounting the API under a path: every /v1 request must start with it
+    "path_prefix": str,
+    # Anthropic batches name their results by a path (resolved against the base URL)
+    "relative_results_url": bool,
 }
 # When a created batch's input file is validated (parsed line by line):
 # "on-create": in a background thread started by POST /v1/batches (the default);
@@ -484,8 +490,13 @@ class FakeProvider:
             "prep_wait_seconds": 2.0,
             "validate": validate,
             "list_omits_metadata": False,  # a gateway that lists batches without `metadata`
+            "path_prefix": "",
+            "relative_results_url": False,
         }
         self.files = FileStore(data_dir)
+        from .anthropic import AnthropicBatches  # it imports this module
+
+        self.anthropic = AnthropicBatches(self)
         self.boot_config: dict[str, Any] | None = None
         self._reset_locked()
 
@@ -499,6 +510,7 @@ class FakeProvider:
         self.faults: list[dict[str, Any]] = []
         self.batches: dict[str, Batch] = {}
         self.seq = 0
+        self.anthropic.clear()
         self.files.clear()
         self.counts: dict[str, Any] = {
             "requests": 0,
@@ -655,9 +667,17 @@ class FakeProvider:
             with b.lock:
                 snap_batches.append(self._internal_view(b))
         with self.lock:
+            msg_batches = sorted(self.anthropic.batches.values(), key=lambda b: b.seq, reverse=True)
+        snap_msg = []
+        for mb in msg_batches:
+            self.anthropic._advance_timed(mb)
+            with mb.lock:
+                snap_msg.append(self.anthropic.internal_view(mb))
+        with self.lock:
             return {
                 "counts": copy.deepcopy(self.counts),
                 "batches": snap_batches,
+                "message_batches": snap_msg,
                 "files": self.files.list(),
                 "config": self.config_snapshot(),
                 "requests": list(self.request_log),
@@ -993,6 +1013,12 @@ class FakeProvider:
     # ------------------------------------------------------------------ control of one batch
 
     def control_batch(self, bid: str, body: dict[str, Any] | None) -> Resp:
+        if bid.startswith("msgbatch_"):
+            with self.lock:
+                mb = self.anthropic._get(bid)
+            body = body if isinstance(body, dict) else {}
+            steps = int(body.pop("step", 0) or 0)
+            return self.anthropic.control(mb, self._check_behaviour(body, "batch behaviour"), steps)
         with self.lock:
             b = self._get_batch(bid)
         if body:
