@@ -23,7 +23,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .answers import approx_tokens, is_product_labeling, product_labeling_answer, _first_line, _message_text, _skeleton
-from .provider import ApiError, Resp, _int_param
+from .provider import ApiError, Resp, _int_param, _invalid_content, advance_on_retrieve
 
 if TYPE_CHECKING:
     from .provider import FakeProvider
@@ -250,11 +250,7 @@ class AnthropicBatches:
         job_id = job_id_of(reqs[0]["custom_id"])
         prov = self.prov
         with prov.lock:
-            behaviour = copy.deepcopy(prov.defaults)
-            if job_id is not None:
-                behaviour.update(prov._job_behaviour(job_id))
-            if prov.next_batches:
-                behaviour.update(prov.next_batches.popleft())
+            behaviour = prov.new_behaviour(job_id)
             self.seq += 1
             bid = "msgbatch_" + uuid.uuid4().hex[:24]
             b = MsgBatch(bid, self.seq, reqs, behaviour, job_id)
@@ -268,25 +264,11 @@ class AnthropicBatches:
             return Resp.json(b.public(self.results_url(b, host)))
 
     def retrieve(self, bid: str, host: str) -> Resp:
-        prov = self.prov
-        with prov.lock:
+        with self.prov.lock:
             b = self._get(bid)
-            prov.counts["retrieves"] += 1
-            d = prov.counts["retrieves_by_batch"]
-            d[bid] = d.get(bid, 0) + 1
+        self.prov.count("retrieves", "retrieves_by_batch", bid)
         with b.lock:
-            b.retrieves += 1
-            mode = self._mode(b)
-            if mode == "immediate":
-                while b.status != "ended" and self._step(b):
-                    pass
-            elif mode == "per-retrieve":
-                b.pending_retrieves += 1
-                if b.pending_retrieves >= int(b.behaviour.get("retrieves_per_step") or 1):
-                    b.pending_retrieves = 0
-                    self._step(b)
-            else:
-                self._advance_timed(b)
+            advance_on_retrieve(b, self._mode(b), lambda: b.status == "ended", self._step, self._advance_timed)
             return Resp.json(b.public(self.results_url(b, host)))
 
     def list(self, query: dict[str, str], host: str) -> Resp:
@@ -321,12 +303,9 @@ class AnthropicBatches:
         )
 
     def cancel(self, bid: str, host: str) -> Resp:
-        prov = self.prov
-        with prov.lock:
+        with self.prov.lock:
             b = self._get(bid)
-            prov.counts["cancels"] += 1
-            d = prov.counts["cancels_by_batch"]
-            d[bid] = d.get(bid, 0) + 1
+        self.prov.count("cancels", "cancels_by_batch", bid)
         self._advance_timed(b)
         with b.lock:
             if b.status == "in_progress":
@@ -491,20 +470,10 @@ class AnthropicBatches:
 
 
 def _invalid(kind: str, content: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """(content, stop_reason) of an invalid answer of the given kind."""
+    """(content, stop_reason) of an invalid answer of the given kind: OpenAI's invalid answers
+    (``provider._invalid_content``) in Anthropic's terms."""
     text = content[0].get("text") if content and content[0]["type"] == "text" else json.dumps(content[0].get("input"))
-    if kind in ("refusal", "content_filter"):
+    bad, refusal, finish = _invalid_content(kind, text)
+    if refusal is not None or bad is None:
         return [], "refusal"
-    if kind == "length":
-        return [{"type": "text", "text": text[: max(1, len(text) // 2)]}], "max_tokens"
-    if kind == "malformed":
-        return [{"type": "text", "text": "Here is the analysis: " + text.replace('"', "'")}], "end_turn"
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        obj = {}
-    if isinstance(obj, dict):
-        obj.pop("summary", None)
-        obj["confidence"] = "very high"
-        obj["unexpected_key"] = True
-    return [{"type": "text", "text": json.dumps(obj)}], "end_turn"
+    return [{"type": "text", "text": bad}], "max_tokens" if finish == "length" else "end_turn"

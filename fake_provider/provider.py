@@ -859,11 +859,7 @@ class FakeProvider:
             if meta["purpose"] != "batch":
                 raise ApiError(400, f"Invalid 'input_file_id': file {fid} has purpose '{meta['purpose']}', expected 'batch'.", param="input_file_id")
             job_id = (md or {}).get(self.config["job_metadata_key"])
-            behaviour = copy.deepcopy(self.defaults)
-            if job_id is not None:
-                behaviour.update(self._job_behaviour(job_id))
-            if self.next_batches:
-                behaviour.update(self.next_batches.popleft())
+            behaviour = self.new_behaviour(job_id)
             self.seq += 1
             bid = "batch_" + uuid.uuid4().hex
             b = Batch(bid, self.seq, {**req, "metadata": md}, behaviour, job_id)
@@ -906,6 +902,15 @@ class FakeProvider:
         if start is not None:
             start()
 
+    def new_behaviour(self, job_id: str | None) -> dict[str, Any]:
+        """A new batch's behaviour: defaults, then the job's, then the next queued (call under the lock)."""
+        behaviour = copy.deepcopy(self.defaults)
+        if job_id is not None:
+            behaviour.update(self._job_behaviour(job_id))
+        if self.next_batches:
+            behaviour.update(self.next_batches.popleft())
+        return behaviour
+
     def _job_behaviour(self, job_id: str) -> dict[str, Any]:
         if job_id in self.jobs:
             return self.jobs[job_id]
@@ -936,22 +941,9 @@ class FakeProvider:
     def batch_retrieve(self, bid: str) -> Resp:
         with self.lock:
             b = self._get_batch(bid)
-            self.counts["retrieves"] += 1
-            d = self.counts["retrieves_by_batch"]
-            d[bid] = d.get(bid, 0) + 1
+        self.count("retrieves", "retrieves_by_batch", bid)
         with b.lock:
-            b.retrieves += 1
-            mode = self._mode(b)
-            if mode == "immediate":
-                while b.status not in TERMINAL and self._step(b):
-                    pass
-            elif mode == "per-retrieve":
-                b.pending_retrieves += 1
-                if b.pending_retrieves >= int(b.behaviour.get("retrieves_per_step") or 1):
-                    b.pending_retrieves = 0
-                    self._step(b)
-            else:
-                self._advance_timed(b)
+            advance_on_retrieve(b, self._mode(b), lambda: b.status in TERMINAL, self._step, self._advance_timed)
             return Resp.json(b.public())
 
     def batch_list(self, query: dict[str, str]) -> Resp:
@@ -985,9 +977,7 @@ class FakeProvider:
     def batch_cancel(self, bid: str) -> Resp:
         with self.lock:
             b = self._get_batch(bid)
-            self.counts["cancels"] += 1
-            d = self.counts["cancels_by_batch"]
-            d[bid] = d.get(bid, 0) + 1
+        self.count("cancels", "cancels_by_batch", bid)
         self._advance_timed(b)
         with b.lock:
             s = b.status
@@ -1216,6 +1206,21 @@ class FakeProvider:
         b.final_n = n
         if b.prep is not None:
             b.prep.records = []  # the files hold the results now; free the memory
+
+
+def advance_on_retrieve(b: Any, mode: str, done: Callable[[], bool], step: Callable[[Any], bool], timed: Callable[[Any], None]) -> None:
+    """What one retrieve does to a batch's status (OpenAI's and Anthropic's), under its lock."""
+    b.retrieves += 1
+    if mode == "immediate":
+        while not done() and step(b):
+            pass
+    elif mode == "per-retrieve":
+        b.pending_retrieves += 1
+        if b.pending_retrieves >= int(b.behaviour.get("retrieves_per_step") or 1):
+            b.pending_retrieves = 0
+            step(b)
+    else:
+        timed(b)
 
 
 def _int_param(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -324,7 +324,7 @@ pub fn parse_files(files: &[&[u8]], processor: &Processor) -> ParsedResults {
 }
 
 /// [`parse_files`] with another provider's line parser (Anthropic's:
-/// [`crate::anthropic::parse_result_line`]).
+/// `anthropic::parse_result_line`).
 pub fn parse_files_with(
     files: &[&[u8]],
     processor: &Processor,

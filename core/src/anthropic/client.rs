@@ -85,18 +85,10 @@ impl AnthropicClient {
     /// may have reached Anthropic: retrieve the batch to see.
     pub fn cancel_batch(&self, batch_id: &str) -> Result<MessageBatch, HttpError> {
         self.check_id(batch_id)?;
-        let call = Call {
-            op: "cancel batch",
-            method: Method::POST,
-            path: format!("{BATCHES}/{batch_id}/cancel"),
-            payload: Payload::Bytes {
-                bytes: b"",
-                content_type: "application/json",
-            },
-            idempotent: false,
-            budget: Budget::Json,
-        };
-        self.http.json(&call)
+        self.http.json(&Call::post_empty(
+            "cancel batch",
+            format!("{BATCHES}/{batch_id}/cancel"),
+        ))
     }
 
     /// One page of batches, newest first (`GET /v1/messages/batches?after_id=&limit=`).

@@ -170,6 +170,21 @@ impl Call<'_> {
             budget: Budget::Json,
         }
     }
+
+    /// A POST without a body (a cancel): not repeated once it may have reached the provider.
+    pub(crate) fn post_empty(op: &'static str, path: String) -> Self {
+        Call {
+            op,
+            method: Method::POST,
+            path,
+            payload: Payload::Bytes {
+                bytes: b"",
+                content_type: "application/json",
+            },
+            idempotent: false,
+            budget: Budget::Json,
+        }
+    }
 }
 
 pub(crate) enum Payload<'a> {
