@@ -222,6 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._anthropic = path.startswith("/v1/messages")
         if self._anthropic:
             entry["x_api_key"] = self.headers.get("x-api-key") is not None
+            entry["authorization"] = self.headers.get("Authorization") is not None
             entry["anthropic_version"] = self.headers.get("anthropic-version")
         try:
             try:

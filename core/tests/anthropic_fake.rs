@@ -168,6 +168,7 @@ fn anthropic_provider_against_the_fake() {
     let log: Vec<&Value> = st["requests"].as_array().unwrap().iter().collect();
     let create_req = log.iter().find(|e| e["method"] == "POST").unwrap();
     assert_eq!(create_req["x_api_key"], true);
+    assert_eq!(create_req["authorization"], false);
     assert_eq!(create_req["anthropic_version"], "2023-06-01");
     let v = p.poll(&v.id).unwrap();
     assert_eq!(
