@@ -11,9 +11,7 @@ use ai_batch_core::lifecycle::{self, CancelStep};
 use duckdb::Connection;
 
 use crate::reconcile;
-use crate::refresh::{
-    job_base_url, poll, summary_row, what_to_do, Clients, RefreshError, RefreshRow,
-};
+use crate::refresh::{poll, summary_row, what_to_do, Clients, RefreshError, RefreshRow};
 use crate::runtime::Runtime;
 use crate::store::{self, TrackedJob};
 
@@ -60,7 +58,7 @@ pub(crate) fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, Refr
         CancelStep::FindThenCancel | CancelStep::CancelAtProvider => {}
     }
     let mut clients = Clients::new()?;
-    let client = clients.get(&job_base_url(&job))?;
+    let client = clients.get(&job)?;
     // A job whose create may have been lost: find its batch first. Not found: its
     // input file is deleted (a create still in flight can then no longer land) and the
     // list read again.
@@ -89,12 +87,10 @@ pub(crate) fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, Refr
         };
         return cancel_locally(rt, conn, &job, msg);
     };
-    let batch = match client.cancel_batch(&batch_id) {
+    let batch = match client.cancel(&batch_id) {
         Ok(b) => b,
         // Finished meanwhile (the provider refuses to cancel): just poll it.
-        Err(e) if e.status() == Some(409) || e.status() == Some(400) => {
-            client.retrieve_batch(&batch_id)?
-        }
+        Err(e) if e.status() == Some(409) || e.status() == Some(400) => client.poll(&batch_id)?,
         Err(e) => {
             let hint = what_to_do(&e, &format!("batch_cancel('{}')", job.job_id));
             return Err(RefreshError::Invalid(format!(

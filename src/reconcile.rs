@@ -22,14 +22,10 @@
 //!    adopted), and only then is the job concluded `failed` (`not_created`): nothing
 //!    was billed, `batch_retry` sends its issues again under a new job and file.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ai_batch_core::lifecycle::{after_window, code, reconcile_step, ReconcileStep};
-use ai_batch_core::openai::{
-    Batch, ClientOptions, OpenAiClient, OpenAiError, CHAT_COMPLETIONS_ENDPOINT,
-    COMPLETION_WINDOW_24H, JOB_ID_METADATA_KEY,
-};
+use ai_batch_core::provider::{BatchView, ClientOptions, Provider, ProviderError};
 use duckdb::Connection;
 
 use crate::store;
@@ -75,29 +71,20 @@ pub(crate) fn settle_window(opts: &ClientOptions) -> Duration {
 /// just before each attempt (an attempt whose time cannot be written is not sent).
 pub(crate) fn create_batch(
     conn: &Connection,
-    client: &OpenAiClient,
+    client: &dyn Provider,
     job_pk: i64,
     job_id: &str,
     input_file_id: &str,
-) -> Result<Batch, OpenAiError> {
-    let mut metadata = BTreeMap::new();
-    metadata.insert(JOB_ID_METADATA_KEY.to_string(), job_id.to_string());
-    client.create_batch_noting(
-        input_file_id,
-        CHAT_COMPLETIONS_ENDPOINT,
-        COMPLETION_WINDOW_24H,
-        &metadata,
-        &mut || {
-            store::create_sent(conn, job_pk)
-                .map_err(|e| format!("could not record the send time in batch_jobs: {e}"))
-        },
-    )
+) -> Result<BatchView, ProviderError> {
+    client.create(input_file_id, job_id, &mut || {
+        store::create_sent(conn, job_pk)
+            .map_err(|e| format!("could not record the send time in batch_jobs: {e}"))
+    })
 }
 
-/// Deletes a job's uploaded input file; one already gone counts as deleted.
-pub(crate) fn delete_input(client: &OpenAiClient, file_id: &str) -> Result<(), OpenAiError> {
-    match client.delete_file(file_id) {
-        Ok(_) => Ok(()),
+pub(crate) fn delete_input(client: &dyn Provider, file_id: &str) -> Result<(), ProviderError> {
+    match client.delete_input(file_id) {
+        Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e),
     }
@@ -106,29 +93,29 @@ pub(crate) fn delete_input(client: &OpenAiClient, file_id: &str) -> Result<(), O
 /// The batch of a job whose create may have been lost, looked up by job id and input
 /// file. The list is not read further back than an hour before the job was recorded.
 pub(crate) fn find_batch(
-    client: &OpenAiClient,
+    client: &dyn Provider,
     job_id: &str,
     input_file_id: Option<&str>,
     created_epoch: Option<i64>,
-) -> Result<Option<Batch>, OpenAiError> {
-    client.find_batch_for_job(job_id, input_file_id, created_epoch.map(|t| t - 3600))
+) -> Result<Option<BatchView>, ProviderError> {
+    client.find_for_job(job_id, input_file_id, created_epoch.map(|t| t - 3600))
 }
 
 /// Seals a job whose batch the list did not show: deletes its input file at the
 /// provider (a create naming a deleted file is refused, so one still in flight can no
 /// longer make a batch), then looks once more for a batch that landed meanwhile.
 pub(crate) fn seal(
-    client: &OpenAiClient,
+    client: &dyn Provider,
     job_id: &str,
     input_file_id: &str,
     created_epoch: Option<i64>,
-) -> Result<Option<Batch>, OpenAiError> {
+) -> Result<Option<BatchView>, ProviderError> {
     delete_input(client, input_file_id)?;
     find_batch(client, job_id, Some(input_file_id), created_epoch)
 }
 
 /// Deletes the input file of a create that surely made no batch, and says so.
-pub(crate) fn delete_unused_input(client: &OpenAiClient, file_id: &str) -> String {
+pub(crate) fn delete_unused_input(client: &dyn Provider, file_id: &str) -> String {
     match delete_input(client, file_id) {
         Ok(()) => format!("its uploaded request file {file_id} was deleted at the provider"),
         Err(e) => format!(
@@ -153,7 +140,7 @@ pub(crate) struct Uploaded<'a> {
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// The job's batch, with a note for the row when there is something to say.
-    Found(Box<Batch>, Option<String>),
+    Found(Box<BatchView>, Option<String>),
     /// Nothing decided yet; the row message says why and until when.
     Waiting(String),
     /// No batch exists and none can appear any more: fail the job with this code and
@@ -165,11 +152,11 @@ pub(crate) enum Outcome {
 /// caller reports it; the next refresh starts again).
 pub(crate) fn reconcile(
     conn: &Connection,
-    client: &OpenAiClient,
+    client: &dyn Provider,
     job: &Uploaded<'_>,
     window: Duration,
     now_ms: i64,
-) -> Result<Outcome, OpenAiError> {
+) -> Result<Outcome, ProviderError> {
     if let Some(b) = find_batch(
         client,
         job.job_id,
@@ -185,10 +172,11 @@ pub(crate) fn reconcile(
                 Box::new(b),
                 Some("created now (no create had been sent for it before)".into()),
             )),
-            Err(e @ OpenAiError::NotSent { .. }) => Err(e),
+            Err(e @ ProviderError::NotSent { .. }) => Err(e),
             Err(e) if e.may_have_reached_provider() => Ok(Outcome::Waiting(format!(
-                "creating the batch may have reached OpenAI but no answer came back: {e}; it is \
+                "creating the batch may have reached {} but no answer came back: {e}; it is \
                  not created again, and the job is decided by the first batch_refresh() after {}",
+                client.name(),
                 utc_text(after_window(now_ms, window))
             ))),
             Err(e) => Ok(Outcome::Failed(

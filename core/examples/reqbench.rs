@@ -6,9 +6,7 @@
 use std::time::Instant;
 
 use ai_batch_core::processor::{processor_by_name, CommentInput, IssueInput};
-use ai_batch_core::requests::{
-    custom_id, write_request_line, RequestOptions, ShardWriter, Sharder,
-};
+use ai_batch_core::requests::{custom_id, write_request_line, RequestOptions, ShardStep, Sharder};
 
 #[allow(dead_code)]
 mod mixed_text {
@@ -70,25 +68,27 @@ fn main() {
         out.len() / n.max(1)
     );
 
-        // 2. The sharding writer (what batch_submit uses), default limits.
+        // 2. Lines cut into shards by the Sharder (what batch_submit does), default limits.
         let t = Instant::now();
+        let mut sharder = Sharder::new();
+        let (mut shards, mut cur, mut line) = (Vec::new(), Vec::new(), Vec::new());
         let mut k = 0;
-        let mut w = ShardWriter::new(pl, &opts, Sharder::new(), || {
-            k += 1;
-            format!("job_20261129_043000_{k:04}")
-        })
-        .unwrap();
-        let mut shards = Vec::new();
+        let mut job = String::from("job_20261129_043000_0000");
         for i in &issues {
-            if let Some(s) = w.push(i).unwrap() {
-                shards.push(s);
+            line.clear();
+            write_request_line(&mut line, &custom_id(&job, i.id), pl, i, &opts).unwrap();
+            if let ShardStep::StartNew = sharder.push(i.id, line.len()).unwrap() {
+                shards.push(std::mem::take(&mut cur));
+                k += 1;
+                job = format!("job_20261129_043000_{k:04}");
             }
+            cur.extend_from_slice(&line);
         }
-        shards.extend(w.finish());
+        shards.push(cur);
         let d = t.elapsed();
-        let total: usize = shards.iter().map(|s| s.jsonl.len()).sum();
+        let total: usize = shards.iter().map(Vec::len).sum();
         println!(
-            "ShardWriter: {} shard(s), {:.1} MB in {:.3} s",
+            "Sharder + write_request_line: {} shard(s), {:.1} MB in {:.3} s",
             shards.len(),
             total as f64 / 1e6,
             d.as_secs_f64()

@@ -132,6 +132,38 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn delete_input(&self, file_id: &str) -> Result<(), ProviderError>;
 }
 
+/// What ai_batch knows of a provider before talking to it: where its settings live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// The name stored in `batch_jobs.provider` (`openai`).
+    pub id: &'static str,
+    /// The name in messages (`OpenAI`).
+    pub name: &'static str,
+    /// The environment variable holding the API key.
+    pub key_env: &'static str,
+    /// The environment variable that overrides the base URL.
+    pub base_url_env: &'static str,
+    /// The public API's base URL.
+    pub default_base_url: &'static str,
+}
+
+/// OpenAI's settings.
+pub const OPENAI: Known = Known {
+    id: "openai",
+    name: "OpenAI",
+    key_env: "OPENAI_API_KEY",
+    base_url_env: "OPENAI_BASE_URL",
+    default_base_url: crate::openai::DEFAULT_BASE_URL,
+};
+
+/// The providers ai_batch can talk to.
+pub const SUPPORTED: [Known; 1] = [OPENAI];
+
+/// The settings of provider `id`, when ai_batch can talk to it.
+pub fn known(id: &str) -> Option<&'static Known> {
+    SUPPORTED.iter().find(|k| k.id == id)
+}
+
 /// Why [`for_name`] could not make a provider.
 #[derive(Debug, thiserror::Error)]
 pub enum ForNameError {
@@ -173,6 +205,13 @@ mod tests {
         assert_eq!(p.name(), "OpenAI");
         assert_eq!(p.base_url(), "http://127.0.0.1:9/v1");
         assert_eq!(p.limits().max_requests, 50_000);
+        let k = known("openai").unwrap();
+        assert_eq!(
+            (k.key_env, k.base_url_env),
+            ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+        );
+        assert_eq!(k.name, p.name());
+        assert!(known("acme").is_none());
         let p = for_name("anthropic", "http://127.0.0.1:9", "k".into(), opts()).unwrap();
         assert_eq!(p.name(), "Anthropic");
         assert_eq!(p.limits().max_requests, 100_000);

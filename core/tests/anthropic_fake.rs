@@ -71,17 +71,29 @@ impl Fake {
     }
 
     fn control(&self, path: &str, body: &str) -> Value {
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("{}{path}", self.root))
-            .body(body.to_string())
-            .send()
-            .unwrap();
-        serde_json::from_slice(&resp.bytes().unwrap()).unwrap()
+        self.raw("POST", path, body)
     }
 
     fn state(&self) -> Value {
-        let r = reqwest::blocking::get(format!("{}/_fake/state", self.root)).unwrap();
-        serde_json::from_slice(&r.bytes().unwrap()).unwrap()
+        self.raw("GET", "/_fake/state", "")
+    }
+
+    /// One plain HTTP/1.1 exchange with the fake's control API (`Connection: close`).
+    fn raw(&self, method: &str, path: &str, body: &str) -> Value {
+        use std::io::{Read, Write};
+        let host = self.root.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (_, json) = text.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(json).unwrap()
     }
 
     fn provider(&self, base: &str) -> AnthropicProvider {

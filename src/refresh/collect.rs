@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use ai_batch_core::cost::{self, PriceTable};
 use ai_batch_core::lifecycle::code::{self, RESULT_UNAVAILABLE, RESULT_UNREADABLE};
-use ai_batch_core::lifecycle::{self, BatchErrors, ItemStatus, JobStatus, ResultFiles};
-use ai_batch_core::openai::{Batch, OpenAiClient, OpenAiError};
+use ai_batch_core::lifecycle::{self, BatchErrors, ItemStatus, ResultFiles};
 use ai_batch_core::processor::Processor;
+use ai_batch_core::provider::{BatchView, Provider, ProviderError};
 use ai_batch_core::results::{self, Outcome};
 use duckdb::Connection;
 
@@ -26,13 +26,12 @@ const COLLECT_GIVE_UP_ATTEMPTS: i64 = 3;
 const COLLECT_GIVE_UP_AFTER_SECS: i64 = 3600;
 
 /// The batch's errors as text: the first five, then how many more.
-pub(super) fn batch_errors_text(batch: &Batch) -> Option<String> {
-    let errs = batch.errors.as_ref()?;
-    if errs.data.is_empty() {
+pub(super) fn batch_errors_text(batch: &BatchView) -> Option<String> {
+    let errs = &batch.errors;
+    if errs.is_empty() {
         return None;
     }
     let parts: Vec<String> = errs
-        .data
         .iter()
         .take(5)
         .map(|e| {
@@ -45,8 +44,8 @@ pub(super) fn batch_errors_text(batch: &Batch) -> Option<String> {
             )
         })
         .collect();
-    let more = if errs.data.len() > 5 {
-        format!(" and {} more", errs.data.len() - 5)
+    let more = if errs.len() > 5 {
+        format!(" and {} more", errs.len() - 5)
     } else {
         String::new()
     };
@@ -81,20 +80,20 @@ struct Downloads {
 }
 
 /// Downloads the output and error files. A file that answers 404 or 410 is gone
-/// (OpenAI deletes result files some time after a batch ends); a download that stays
+/// (providers delete result files some time after a batch ends); a download that stays
 /// shorter than its `Content-Length` through the client's retries is bad; any other
 /// failure fails the collect, leaving the job as it was.
-fn download_results(client: &OpenAiClient, batch: &Batch) -> Result<Downloads, RefreshError> {
+fn download_results(client: &dyn Provider, batch: &BatchView) -> Result<Downloads, RefreshError> {
     let mut d = Downloads::default();
     for (kind, id) in [
         ("output", &batch.output_file_id),
         ("error", &batch.error_file_id),
     ] {
         let Some(id) = id else { continue };
-        match client.download_file_to_vec(id, 2 * 1024 * 1024 * 1024) {
+        match client.fetch_results(id, 2 * 1024 * 1024 * 1024) {
             Ok(bytes) => d.files.push((kind, id.clone(), bytes)),
             Err(e) if matches!(e.status(), Some(404 | 410)) => d.gone.push((kind, id.clone())),
-            Err(e @ OpenAiError::Truncated { .. }) => d.bad.push(format!("the {kind} file: {e}")),
+            Err(e @ ProviderError::Truncated { .. }) => d.bad.push(format!("the {kind} file: {e}")),
             Err(e) => return Err(e.into()),
         }
     }
@@ -131,15 +130,6 @@ fn describe_unreadable(
     ))
 }
 
-/// When the batch reached its final status at the provider (Unix seconds).
-fn finished_at(batch: &Batch) -> Option<i64> {
-    batch
-        .completed_at
-        .or(batch.failed_at)
-        .or(batch.expired_at)
-        .or(batch.cancelled_at)
-}
-
 /// Downloads the result files of a terminal batch and applies them atomically.
 ///
 /// The files are applied as final only when they are whole: every download complete
@@ -155,10 +145,10 @@ fn finished_at(batch: &Batch) -> Option<i64> {
 pub(super) fn collect(
     rt: &Arc<Runtime>,
     conn: &Connection,
-    client: &OpenAiClient,
+    client: &dyn Provider,
     prices: &PriceTable,
     job: &TrackedJob,
-    batch: &Batch,
+    batch: &BatchView,
     prof: &mut crate::profile::Profiler,
 ) -> Result<Collected, RefreshError> {
     // The processor of the job's own version, not today's of that name.
@@ -201,7 +191,7 @@ pub(super) fn collect(
         false
     } else {
         let attempts = store::collect_attempts(conn, job.pk)? + 1;
-        let waited = finished_at(batch).is_none_or(|t| {
+        let waited = batch.finished_at.is_none_or(|t| {
             crate::jobid::now_ms().div_euclid(1000) - t >= COLLECT_GIVE_UP_AFTER_SECS
         });
         let why = format!(
@@ -243,7 +233,7 @@ pub(super) fn collect(
     });
     if let Some(gone) = &gone {
         notes.push(format!(
-            "{gone} answered 404: no longer at the provider (OpenAI deletes result files some \
+            "{gone} answered 404: no longer at the provider (providers delete result files some \
              time after a batch ends); the items whose result was in it end \
              {RESULT_UNAVAILABLE} (batch_retry sends them again)"
         ));
@@ -253,16 +243,9 @@ pub(super) fn collect(
     // What happens to items the files do not mention (the rule: `lifecycle`).
     let batch_error = batch_errors_text(batch);
     let errors = BatchErrors {
-        first_code: batch
-            .errors
-            .as_ref()
-            .and_then(|e| e.data.first())
-            .and_then(|e| e.code.as_deref()),
+        first_code: batch.errors.first().and_then(|e| e.code.as_deref()),
         text: batch_error.as_deref(),
-        names_lines: batch
-            .errors
-            .as_ref()
-            .is_some_and(|e| e.data.iter().any(|d| d.line.is_some())),
+        names_lines: batch.errors.iter().any(|d| d.line.is_some()),
     };
     let given_up_why = give_up.then(|| dl.bad.join("; "));
     let files = match (&gone, &given_up_why) {
@@ -270,7 +253,7 @@ pub(super) fn collect(
         (None, Some(why)) => ResultFiles::GivenUp(why),
         (None, None) => ResultFiles::Whole,
     };
-    let polled = JobStatus::parse(batch.status.as_str());
+    let polled = batch.status.clone();
     let unmentioned = lifecycle::unmentioned_items(&polled, errors, files);
     let job_error = {
         let parts: Vec<String> = batch_error
@@ -285,7 +268,7 @@ pub(super) fn collect(
     // Several errors on one line make one entry (the first code, every message), so
     // each item gets exactly one staged row.
     let mut line_errors: Vec<LineError> = Vec::new();
-    for d in batch.errors.iter().flat_map(|e| e.data.iter()) {
+    for d in &batch.errors {
         let Some(line) = d.line else { continue };
         let code = d
             .code

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use ai_batch_core::cost::PriceTable;
 use ai_batch_core::lifecycle::{self, code, JobStatus, RefreshStep};
-use ai_batch_core::openai::{ClientOptions, OpenAiClient, OpenAiError};
+use ai_batch_core::provider::{self, ClientOptions, Known, Provider, ProviderError};
 use duckdb::Connection;
 
 use crate::runtime::Runtime;
@@ -47,16 +47,14 @@ pub(crate) mod poll;
 /// Why a refresh (or cancel) failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RefreshError {
-    #[error(
-        "OPENAI_API_KEY is not set (export it in the environment of the process that runs DuckDB)"
-    )]
-    MissingKey,
+    #[error("{key_env} is not set (export it in the environment of the process that runs DuckDB)")]
+    MissingKey { key_env: &'static str },
     #[error("{0}")]
     Store(#[from] store::StoreError),
     #[error("database error: {0}")]
     Db(#[from] duckdb::Error),
     #[error("{0}")]
-    Provider(#[from] OpenAiError),
+    Provider(#[from] ProviderError),
     #[error("{0}")]
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("{0}")]
@@ -86,44 +84,59 @@ pub struct RefreshRow {
 const BUSY: &str = "skipped: another ai_batch call (a submit, refresh or cancel on another \
     connection) is working on this job right now (run batch_refresh() again in a moment)";
 
-/// Clients by base URL, built once per call. The key is read from the environment
-/// when the call starts, and required only when a job needs the network.
+/// Providers by (provider, base URL), built once per call, each job talking to the
+/// provider and base URL it was sent to. A key is read from the environment when a
+/// job first needs it, and required only when a job needs the network.
 pub(crate) struct Clients {
-    key: Option<String>,
     opts: ClientOptions,
-    by_url: HashMap<String, OpenAiClient>,
+    by_url: HashMap<(&'static str, String), Box<dyn Provider>>,
 }
 
 impl Clients {
     pub(crate) fn new() -> Result<Self, RefreshError> {
-        let key = std::env::var("OPENAI_API_KEY")
-            .ok()
-            .filter(|k| !k.trim().is_empty());
         Ok(Clients {
-            key,
             opts: crate::reconcile::client_options().map_err(RefreshError::Invalid)?,
             by_url: HashMap::new(),
         })
     }
 
-    fn require_key(&self) -> Result<&str, RefreshError> {
-        self.key.as_deref().ok_or(RefreshError::MissingKey)
+    fn require_key(known: &Known) -> Result<String, RefreshError> {
+        crate::settings::api_key(known).ok_or(RefreshError::MissingKey {
+            key_env: known.key_env,
+        })
     }
 
-    pub(crate) fn get(&mut self, base_url: &str) -> Result<&OpenAiClient, RefreshError> {
-        if !self.by_url.contains_key(base_url) {
-            let key = self.require_key()?.to_string();
-            let c = OpenAiClient::new(base_url, key, self.opts.clone())?;
-            self.by_url.insert(base_url.to_string(), c);
+    /// The provider `job` was sent to.
+    pub(crate) fn get(&mut self, job: &TrackedJob) -> Result<&dyn Provider, RefreshError> {
+        let known = job_provider(job)?;
+        let url = crate::settings::base_url_or_default(known, job.base_url.clone());
+        let key = (known.id, url);
+        if !self.by_url.contains_key(&key) {
+            let api_key = Self::require_key(known)?;
+            let p =
+                provider::for_name(known.id, &key.1, api_key, self.opts.clone()).map_err(|e| {
+                    match e {
+                        provider::ForNameError::Setup(e) => RefreshError::Provider(e),
+                        other => RefreshError::Invalid(other.to_string()),
+                    }
+                })?;
+            self.by_url.insert(key.clone(), p);
         }
         self.by_url
-            .get(base_url)
+            .get(&key)
+            .map(|p| &**p)
             .ok_or_else(|| RefreshError::Invalid("client cache".into()))
     }
 }
 
-pub(crate) fn job_base_url(job: &TrackedJob) -> String {
-    crate::settings::base_url_or_default(job.base_url.clone())
+/// The settings of the provider `job` was sent to.
+fn job_provider(job: &TrackedJob) -> Result<&'static Known, RefreshError> {
+    provider::known(&job.provider).ok_or_else(|| {
+        RefreshError::Invalid(format!(
+            "job {} was sent to provider '{}', which this build of ai_batch does not speak",
+            job.job_id, job.provider
+        ))
+    })
 }
 
 /// What refresh does next for `job` (see [`lifecycle::refresh_step`]).
@@ -149,8 +162,8 @@ pub(crate) fn refresh(
     }
     let mut clients = Clients::new()?;
     // A missing key fails the call up front, unless no job needs the network.
-    if jobs.iter().any(|j| step(j).needs_key()) {
-        clients.require_key()?;
+    for j in jobs.iter().filter(|j| step(j).needs_key()) {
+        Clients::require_key(job_provider(j)?)?;
     }
     let prices = crate::store::prices::price_table(conn)
         .map_err(|e| RefreshError::Invalid(e.to_string()))?;
@@ -194,9 +207,12 @@ pub(crate) fn refresh(
 }
 
 /// What to do after a provider error that left the job as it was.
-pub(crate) fn what_to_do(e: &OpenAiError, again: &str) -> String {
+pub(crate) fn what_to_do(e: &ProviderError, again: &str) -> String {
     if e.retryable() {
-        format!("temporary trouble at OpenAI; the job is intact, run {again} again later")
+        format!(
+            "temporary trouble at {}; the job is intact, run {again} again later",
+            e.service()
+        )
     } else {
         format!("the job is intact; fix the cause, then run {again} again")
     }
@@ -262,8 +278,7 @@ fn refresh_job(
         }
         (RefreshStep::Reconcile, _) => refresh_uploaded(rt, conn, clients, prices, job, prof),
         (RefreshStep::Poll | RefreshStep::Collect, Some(batch_id)) => {
-            let client = clients.get(&job_base_url(job))?;
-            let batch = client.retrieve_batch(batch_id)?;
+            let batch = clients.get(job)?.poll(batch_id)?;
             poll::finish_poll(rt, conn, clients, prices, job, batch, old, prof)
         }
         (RefreshStep::Poll | RefreshStep::Collect | RefreshStep::NoBatch, _) => {
@@ -276,16 +291,16 @@ fn refresh_job(
 /// (named `<job_id>.jsonl`): delete it. Best effort, and only with a key at hand; the
 /// note says what happened.
 fn delete_orphan_upload(clients: &mut Clients, job: &TrackedJob) -> Option<String> {
-    clients.key.as_ref()?;
-    let client = clients.get(&job_base_url(job)).ok()?;
+    crate::settings::api_key(job_provider(job).ok()?)?;
+    let client = clients.get(job).ok()?;
     let name = format!("{}.jsonl", job.job_id);
     let after = job.created_epoch.map(|t| t - 3600);
-    match client.find_files_named("batch", &name, after) {
+    match client.find_inputs_named(&name, after) {
         Ok(files) if files.is_empty() => None,
         Ok(files) => {
             let mut deleted = 0;
             for f in &files {
-                if client.delete_file(&f.id).is_ok() {
+                if client.delete_input(&f.id).is_ok() {
                     deleted += 1;
                 }
             }
@@ -315,7 +330,7 @@ fn refresh_uploaded(
         )));
     };
     let window = reconcile::settle_window(&clients.opts);
-    let client = clients.get(&job_base_url(job))?;
+    let client = clients.get(job)?;
     let uploaded = reconcile::Uploaded {
         pk: job.pk,
         job_id: &job.job_id,

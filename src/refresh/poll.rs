@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use ai_batch_core::cost::PriceTable;
 use ai_batch_core::lifecycle::{self, JobStatus};
-use ai_batch_core::openai::Batch;
+use ai_batch_core::provider::BatchView;
 use duckdb::Connection;
 
 use super::collect::{batch_errors_text, collect, Collected};
-use super::{job_base_url, summary_row, Clients, RefreshError, RefreshRow};
+use super::{summary_row, Clients, RefreshError, RefreshRow};
 use crate::runtime::Runtime;
 use crate::store::{self, TrackedJob};
 
@@ -23,11 +23,11 @@ pub(crate) fn finish_poll(
     clients: &mut Clients,
     prices: &PriceTable,
     job: &TrackedJob,
-    batch: Batch,
+    batch: BatchView,
     old: &str,
     prof: &mut crate::profile::Profiler,
 ) -> Result<RefreshRow, RefreshError> {
-    let status = JobStatus::parse(batch.status.as_str());
+    let status = batch.status.clone();
     let counts = batch.request_counts;
     store::job_polled(
         conn,
@@ -60,7 +60,7 @@ pub(crate) fn finish_poll(
         }
         return summary_row(conn, job, old, 0, msg);
     }
-    let client = clients.get(&job_base_url(job))?;
+    let client = clients.get(job)?;
     let applied = match collect(rt, conn, client, prices, job, &batch, prof)? {
         Collected::Applied(a) => a,
         Collected::Kept(msg) => return summary_row(conn, job, old, 0, msg),

@@ -319,6 +319,8 @@ pub(crate) struct TrackedJob {
     pub processor: String,
     pub processor_version: String,
     pub model: String,
+    /// The provider it was sent to (`openai`).
+    pub provider: String,
     pub base_url: Option<String>,
     pub provider_batch_id: Option<String>,
     pub input_file_id: Option<String>,
@@ -332,7 +334,7 @@ pub(crate) struct TrackedJob {
 const TRACKED_SQL: &str =
     "SELECT id, job_id, status, processor, coalesce(processor_version, ''), model, \
     base_url, provider_batch_id, input_file_id, epoch(created_at)::BIGINT, \
-    collected_at IS NOT NULL, epoch_ms(submitted_at) FROM batch_jobs";
+    collected_at IS NOT NULL, epoch_ms(submitted_at), provider FROM batch_jobs";
 
 fn tracked_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<TrackedJob> {
     Ok(TrackedJob {
@@ -348,6 +350,7 @@ fn tracked_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<TrackedJob> {
         created_epoch: r.get(9)?,
         collected: r.get(10)?,
         sent_ms: r.get(11)?,
+        provider: r.get(12)?,
     })
 }
 

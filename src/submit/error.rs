@@ -1,6 +1,6 @@
 //! Why a submit failed.
 
-use ai_batch_core::openai::OpenAiError;
+use ai_batch_core::provider::ProviderError;
 
 use crate::build::BuildError;
 use crate::store;
@@ -15,8 +15,8 @@ pub enum SubmitError {
     BadSelection(String),
     #[error("{0}")]
     SelectionCalls(crate::guard::Refused),
-    #[error("OPENAI_API_KEY is not set (export it in the environment of the process that runs DuckDB; it is never read from SQL)")]
-    MissingKey,
+    #[error("{key_env} is not set (export it in the environment of the process that runs DuckDB; it is never read from SQL)")]
+    MissingKey { key_env: &'static str },
     #[error("no issues table in this database (create it with sql/schema.sql and import issues with sql/import_issues.sql)")]
     NoIssues,
     #[error("{0}")]
@@ -32,7 +32,7 @@ pub enum SubmitError {
     #[error("could not write the request file: {0}")]
     Spool(String),
     #[error("{0}")]
-    Provider(#[from] OpenAiError),
+    Provider(#[from] ProviderError),
     #[error("{0}")]
     Runtime(#[from] crate::runtime::RuntimeError),
     /// The build failed after earlier jobs of the same submit were committed and sent.

@@ -46,7 +46,7 @@ pub(crate) use selection::{id_out_of_range, is_integer_type};
 
 use outcome::{with_note, PlannedJob};
 use selection::{drop_temp, load_selection};
-use send::{make_client, send_jobs};
+use send::{make_provider, send_jobs};
 
 /// Runs a submit: see the module docs for the order of steps.
 pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, SubmitError> {
@@ -58,7 +58,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     let client = if req.dry_run {
         None
     } else {
-        Some(make_client(req)?)
+        Some(make_provider(req)?)
     };
 
     let conn = rt.lease()?;
@@ -216,7 +216,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     let mut bytes_built = 0u64;
     let (built, sent) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel::<(PlannedJob, i64)>();
-        let (client, described, note) = (&client, &described, &note);
+        let (client, described, note) = (&*client, &described, &note);
         // The lease moves into the thread (a connection is Send, not Sync) and goes
         // back to the pool when the thread ends.
         let sending = match sender_conn {

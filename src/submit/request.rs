@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use ai_batch_core::processor;
+use ai_batch_core::provider::Known;
 use ai_batch_core::requests::RequestOptions;
 use ai_batch_core::text::echo;
 
@@ -212,9 +213,15 @@ impl SubmitRequest {
         Ok(opts)
     }
 
+    /// The provider's settings (the provider is checked at bind to be one ai_batch
+    /// speaks, so the fallback is never taken).
+    pub(crate) fn known_provider(&self) -> &'static Known {
+        ai_batch_core::provider::known(&self.provider).unwrap_or(&ai_batch_core::provider::OPENAI)
+    }
+
     /// The base URL a request will use (recorded with the job).
     pub(crate) fn effective_base_url(&self) -> String {
-        crate::settings::base_url_or_default(self.base_url.clone())
+        crate::settings::base_url_or_default(self.known_provider(), self.base_url.clone())
     }
 
     /// What is kept in `batch_jobs.selection_query`.

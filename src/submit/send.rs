@@ -2,7 +2,7 @@
 //! every id as soon as it is known (see the order of steps in the module above).
 
 use ai_batch_core::lifecycle::JobStatus;
-use ai_batch_core::openai::OpenAiClient;
+use ai_batch_core::provider::{self, Provider};
 use duckdb::Connection;
 
 use super::error::SubmitError;
@@ -10,15 +10,18 @@ use super::outcome::{with_note, JobOutcome, PlannedJob};
 use super::request::SubmitRequest;
 use crate::store;
 
-/// The client for `req`'s base URL. The key and the base URL are checked here,
-/// before anything is written.
-pub(crate) fn make_client(req: &SubmitRequest) -> Result<OpenAiClient, SubmitError> {
-    let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
-    if key.trim().is_empty() {
-        return Err(SubmitError::MissingKey);
-    }
+/// The provider for `req` at its base URL. The key and the base URL are checked
+/// here, before anything is written.
+pub(crate) fn make_provider(req: &SubmitRequest) -> Result<Box<dyn Provider>, SubmitError> {
+    let known = req.known_provider();
+    let key = crate::settings::api_key(known).ok_or(SubmitError::MissingKey {
+        key_env: known.key_env,
+    })?;
     let opts = crate::reconcile::client_options().map_err(SubmitError::Invalid)?;
-    Ok(OpenAiClient::new(&req.effective_base_url(), key, opts)?)
+    provider::for_name(known.id, &req.effective_base_url(), key, opts).map_err(|e| match e {
+        provider::ForNameError::Setup(e) => SubmitError::Provider(e),
+        other => SubmitError::Invalid(other.to_string()),
+    })
 }
 
 /// The sender thread of a submit: uploads and creates each recorded job in turn. After
@@ -26,7 +29,7 @@ pub(crate) fn make_client(req: &SubmitRequest) -> Result<OpenAiClient, SubmitErr
 /// them again).
 pub(crate) fn send_jobs(
     conn: &Connection,
-    client: &OpenAiClient,
+    client: &dyn Provider,
     jobs: std::sync::mpsc::Receiver<(PlannedJob, i64)>,
     described: &str,
     note: &Option<String>,
@@ -88,7 +91,7 @@ pub(crate) fn send_jobs(
 /// Ok: (provider status, batch id). Err: (job status now, message).
 fn send_job(
     conn: &Connection,
-    client: &OpenAiClient,
+    client: &dyn Provider,
     job_pk: i64,
     job_id: &str,
     path: &std::path::Path,
@@ -101,7 +104,7 @@ fn send_job(
             ),
         )
     };
-    let file = match client.upload_batch_file(path, &format!("{job_id}.jsonl")) {
+    let file = match client.stage_input(path, &format!("{job_id}.jsonl")) {
         Ok(f) => f,
         Err(e) => {
             let msg = format!(
@@ -117,15 +120,16 @@ fn send_job(
     match crate::reconcile::create_batch(conn, client, job_pk, job_id, &file.id) {
         Ok(batch) => {
             crate::failpoint::hit("submit_after_create");
-            let status = batch.status.to_string();
+            let status = batch.status.as_str().to_string();
             store::job_created(conn, job_pk, &batch.id, &status).map_err(db)?;
             Ok((status, batch.id))
         }
         Err(e) if e.may_have_reached_provider() => {
             let msg = format!(
-                "creating the batch may have reached OpenAI but no answer came back: {e} \
+                "creating the batch may have reached {} but no answer came back: {e} \
                  (batch_refresh() looks the batch up by job id and input file, and does not create \
-                 it again while this create may still land; nothing is sent twice)"
+                 it again while this create may still land; nothing is sent twice)",
+                client.name()
             );
             store::job_error(conn, job_pk, &msg).map_err(db)?;
             Err((JobStatus::Uploaded.to_string(), msg))

@@ -2,10 +2,9 @@
 //! streamed upload whose connection never came up is still known as "nothing was
 //! sent".
 //!
-//! Why: reqwest's blocking client feeds a streamed body from the calling thread;
-//! when the connector fails, hyper drops the body's receiver and the caller gets
-//! "send failed because receiver is gone" (a body error) instead of the connect
-//! error. The connector runs before a byte of the request is written, so a
+//! Why: a streamed request body can hide the connector's error behind its own (with
+//! `reqwest::blocking`, "send failed because receiver is gone" instead of the connect
+//! error). The connector runs before a byte of the request is written, so a
 //! connector failure during a call, with no connection made in that call, proves
 //! the request never left. [`ConnectWatch`] counts successes and remembers the last
 //! failure for [`super::HttpClient`] to read.
@@ -73,7 +72,7 @@ impl ConnectWatch {
     }
 }
 
-/// The tower layer given to `reqwest::blocking::ClientBuilder::connector_layer`.
+/// The tower layer given to `reqwest::ClientBuilder::connector_layer`.
 #[derive(Debug, Clone)]
 pub(crate) struct WatchLayer(pub(crate) Arc<ConnectWatch>);
 

@@ -283,6 +283,23 @@ fn attempts_note(attempts: u32) -> String {
 }
 
 impl HttpError {
+    /// The provider's name in messages (`OpenAI`).
+    pub fn service(&self) -> &'static str {
+        match self {
+            HttpError::MissingApiKey { service, .. }
+            | HttpError::InvalidApiKey { service, .. }
+            | HttpError::InvalidBaseUrl { service, .. }
+            | HttpError::InvalidArgument { service, .. }
+            | HttpError::Redirect { service, .. }
+            | HttpError::Decode { service, .. }
+            | HttpError::Truncated { service, .. }
+            | HttpError::NotSent { service, .. }
+            | HttpError::LocalIo { service, .. } => service,
+            HttpError::Api(e) => e.service,
+            HttpError::Transport(e) => e.service,
+        }
+    }
+
     /// A later attempt may succeed: statuses 408, 409, 429 (not a final code such
     /// as `insufficient_quota`) and 5xx, network failures and timeouts, truncated
     /// downloads. When the error also

@@ -1,6 +1,17 @@
-//! The one HTTP module every provider uses: a blocking `reqwest` client (rustls, no
-//! redirects followed), timeouts, the retry loop, and the scrubbing of the API key
-//! out of everything received.
+//! The one HTTP module every provider uses: a `reqwest` client (rustls, no
+//! redirects followed) called in blocking style, timeouts, the retry loop, and the
+//! scrubbing of the API key out of everything received.
+//!
+//! Blocking style, not `reqwest::blocking`: [`HttpClient`] owns a one-worker tokio
+//! runtime and waits on reqwest's async client (`Runtime::block_on`), which is what
+//! `reqwest::blocking` does inside, with one difference that matters here: the
+//! request file is streamed in 1 MiB frames read on the runtime's worker
+//! ([`FileBody`]). `reqwest::blocking` streams a body from the calling thread in
+//! 8 KiB pieces over a zero-capacity channel (`blocking/body.rs`, `send_future`), one
+//! thread hand-off per piece: a 253 MB file took 1.2-1.7 s to a local sink that way
+//! against 0.19-0.31 s in 1 MiB frames (a probe on reqwest 0.12.28, see
+//! BENCHMARKS.md), and reading the whole file into memory first would add its size
+//! to the peak RSS.
 //!
 //! Retry policy, in one place ([`HttpClient`] applies it to every call):
 //! - Calls that are safe to repeat (GET, DELETE) are retried on 408, 409, 429
@@ -43,9 +54,9 @@ use std::time::{Duration, SystemTime};
 
 use connect::{ConnectWatch, WatchLayer};
 
-use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::Method;
+use reqwest::{Body, Client, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -105,9 +116,11 @@ pub struct ClientOptions {
     /// Whole exchange of a file upload or download. Default 30 min
     /// (a 200 MB batch file over a slow uplink).
     pub transfer_timeout: Duration,
-    /// A connection whose sent data stays unacknowledged this long (an upload the
-    /// peer stopped reading) is dropped (`TCP_USER_TIMEOUT`), and a silent peer is
-    /// probed by TCP keep-alive at this interval. Default 120 s.
+    /// No byte received for this long ends an attempt (a download that stalls, an
+    /// answer that never starts; so it also caps the other timeouts); a connection
+    /// whose sent data stays unacknowledged this long (an upload the peer stopped
+    /// reading) is dropped (`TCP_USER_TIMEOUT`); a silent peer is probed by TCP
+    /// keep-alive at this interval. Default 120 s.
     pub stall_timeout: Duration,
     /// Retries after the first attempt. Default 4.
     pub max_retries: u32,
@@ -215,9 +228,13 @@ pub(crate) enum UploadSource<'a> {
 }
 
 /// A blocking HTTP client for one provider. Build it once and reuse it: it
-/// holds one connection pool.
+/// holds one connection pool and one runtime thread.
 pub struct HttpClient {
+    /// Declared before `rt`, so it is dropped while the runtime still runs.
     client: Client,
+    /// One worker thread: it drives the connections (idle ones too, so the pool
+    /// sees a connection the server closed) and reads [`FileBody`]'s frames.
+    rt: tokio::runtime::Runtime,
     /// reqwest's connector, watched (see [`connect`]).
     connects: Arc<ConnectWatch>,
     service: Service,
@@ -300,23 +317,35 @@ impl HttpClient {
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)
             .connect_timeout(opts.connect_timeout)
-            // Every request sets its own total timeout (see `Budget`).
-            .timeout(None)
+            // No total timeout here: every request sets its own (see `Budget`).
+            .read_timeout(opts.stall_timeout)
             .tcp_keepalive(opts.stall_timeout)
             .tcp_user_timeout(opts.stall_timeout)
             .connector_layer(WatchLayer(Arc::clone(&connects)));
         if base.loopback {
             builder = builder.no_proxy();
         }
-        let client = builder.build().map_err(|e| HttpError::InvalidArgument {
+        let setup = |e: &dyn fmt::Display| HttpError::InvalidArgument {
             service: service.name,
             detail: format!(
                 "cannot set up the HTTP client: {}",
                 clean_text(&e.to_string(), MAX_SHORT_CHARS)
             ),
-        })?;
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ai_batch-http")
+            .enable_all()
+            .build()
+            .map_err(|e| setup(&e))?;
+        // reqwest's client registers its resolver and timers with the runtime it is
+        // built in.
+        let client = rt
+            .block_on(async { builder.build() })
+            .map_err(|e| setup(&e))?;
         Ok(HttpClient {
             client,
+            rt,
             connects,
             service,
             base_url: base.url,
@@ -521,15 +550,15 @@ impl HttpClient {
                 })?;
                 builder
                     .header(header::CONTENT_TYPE, *content_type)
-                    .body(Body::sized(reader, len))
+                    .body(FileBody::body(reader, len))
             }
             Payload::Multipart { form, file } => {
                 let builder = builder.header(header::CONTENT_TYPE, form.content_type());
-                // `Body::sized` streams the reader and sends its exact Content-Length.
+                // `FileBody` streams the reader and sends its exact Content-Length.
                 let body = match *file {
                     UploadSource::Bytes(bytes) => {
                         let len = bytes.len() as u64;
-                        Body::sized(
+                        FileBody::body(
                             form.reader(io::Cursor::new(bytes.to_vec()), len),
                             form.body_len(len),
                         )
@@ -544,24 +573,27 @@ impl HttpClient {
                         };
                         let f = File::open(path).map_err(local)?;
                         let len = f.metadata().map_err(local)?.len();
-                        Body::sized(form.reader(f, len), form.body_len(len))
+                        FileBody::body(form.reader(f, len), form.body_len(len))
                     }
                 };
                 builder.body(body)
             }
         };
         let mark = self.connects.mark();
-        builder.send().map_err(|e| {
-            // A streamed body hides the connector's error behind its own; the watch
-            // still knows the connection never came up.
-            match self.connects.failed_without_connecting(mark) {
-                Some((detail, facts)) if !e.is_connect() => {
-                    let (kind, sent) = classify(&facts);
-                    self.transport(call, kind, sent, &detail)
+        // Built inside the runtime: reqwest arms the timeout when `send` is called.
+        self.rt
+            .block_on(async { builder.send().await })
+            .map_err(|e| {
+                // A streamed body hides the connector's error behind its own; the watch
+                // still knows the connection never came up.
+                match self.connects.failed_without_connecting(mark) {
+                    Some((detail, facts)) if !e.is_connect() => {
+                        let (kind, sent) = classify(&facts);
+                        self.transport(call, kind, sent, &detail)
+                    }
+                    _ => self.transport_error(call, &e),
                 }
-                _ => self.transport_error(call, &e),
-            }
-        })
+            })
     }
 
     /// 2xx passes; 3xx is a redirect we do not follow; anything else becomes
@@ -590,7 +622,7 @@ impl HttpClient {
         };
         let mut raw = Vec::new();
         // An unreadable error body still leaves the status to report.
-        let _ = resp.take(MAX_ERROR_BODY).read_to_end(&mut raw);
+        let _ = self.reader(resp).take(MAX_ERROR_BODY).read_to_end(&mut raw);
         let body = self.parse_error_body(&raw);
         let final_code = [&body.code, &body.error_type]
             .into_iter()
@@ -673,7 +705,8 @@ impl HttpClient {
         let op = call.op;
         let request_id = self.request_id(resp.headers());
         let mut raw = Vec::new();
-        resp.take(MAX_JSON_BODY + 1)
+        self.reader(resp)
+            .take(MAX_JSON_BODY + 1)
             .read_to_end(&mut raw)
             .map_err(|e| self.body_error(call, &e))?;
         let decode = |detail| HttpError::Decode {
@@ -699,13 +732,14 @@ impl HttpClient {
         &self,
         call: &Call<'_>,
         file_id: &str,
-        mut resp: Response,
+        resp: Response,
         (out, out_path): (&mut dyn Write, &Path),
         limit: u64,
     ) -> Result<u64, HttpError> {
         let op = call.op;
         let expected = resp.content_length();
         let request_id = self.request_id(resp.headers());
+        let mut resp = self.reader(resp);
         let mut buf = vec![0u8; 64 * 1024];
         let mut received: u64 = 0;
         let truncated = |received| HttpError::Truncated {
@@ -749,6 +783,15 @@ impl HttpClient {
             return Err(truncated(received));
         }
         Ok(received)
+    }
+
+    /// The body of `resp` as a blocking reader.
+    fn reader(&self, resp: Response) -> BodyReader<'_> {
+        BodyReader {
+            rt: &self.rt,
+            resp,
+            pending: bytes::Bytes::new(),
+        }
     }
 
     // -- Error building (every server or transport text goes through scrub) ----
@@ -806,6 +849,92 @@ impl HttpClient {
             idempotent: call.idempotent,
             attempts: 1,
         }))
+    }
+}
+
+/// A response body read in blocking style: each chunk awaited on the client's runtime.
+struct BodyReader<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    resp: Response,
+    /// What is left of the last chunk.
+    pending: bytes::Bytes,
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pending.is_empty() {
+            match self.rt.block_on(self.resp.chunk()) {
+                Ok(Some(chunk)) => self.pending = chunk,
+                Ok(None) => return Ok(0),
+                // As `reqwest::blocking` reports it: a timeout as `TimedOut`, the
+                // rest as `Other` around reqwest's error (its chain is read by `Facts`).
+                Err(e) if e.is_timeout() => return Err(io::Error::new(io::ErrorKind::TimedOut, e)),
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        let chunk = self.pending.split_to(n);
+        buf.get_mut(..n).unwrap_or_default().copy_from_slice(&chunk);
+        Ok(n)
+    }
+}
+
+/// A request body streamed from a reader in 1 MiB frames with its exact length
+/// (so hyper sends `Content-Length`). Polled on the runtime's worker, which reads
+/// the file: a read from the page cache takes well under a millisecond.
+struct FileBody {
+    reader: std::sync::Mutex<Box<dyn Read + Send>>,
+    left: u64,
+}
+
+impl FileBody {
+    const FRAME: u64 = 1 << 20;
+
+    fn body(reader: impl Read + Send + 'static, len: u64) -> Body {
+        Body::wrap(FileBody {
+            reader: std::sync::Mutex::new(Box::new(reader)),
+            left: len,
+        })
+    }
+}
+
+impl http_body::Body for FileBody {
+    type Data = bytes::Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, io::Error>>> {
+        use std::task::Poll;
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = self.left.min(Self::FRAME);
+        let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+        let read = match self.reader.lock() {
+            Ok(mut r) => r.by_ref().take(want).read_to_end(&mut buf),
+            Err(_) => Err(io::Error::other("the upload's reader was poisoned")),
+        };
+        Poll::Ready(Some(match read {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file is shorter than when the upload started",
+            )),
+            Ok(n) => {
+                self.left -= n as u64;
+                Ok(http_body::Frame::data(bytes::Bytes::from(buf)))
+            }
+            Err(e) => Err(e),
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 

@@ -1753,14 +1753,30 @@ mod tests {
 
     /// Posts to the fake provider's control API (`/_fake/...`, no auth).
     fn fake_control(base: &str, path: &str, body: &str) -> serde_json::Value {
-        let root = base.trim_end_matches("/v1");
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("{root}{path}"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap();
-        serde_json::from_slice(&resp.bytes().unwrap()).unwrap()
+        fake_raw(base, "POST", path, body)
+    }
+
+    /// One plain HTTP/1.1 exchange with the fake's control API (`Connection: close`).
+    fn fake_raw(base: &str, method: &str, path: &str, body: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let host = base
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut s = std::net::TcpStream::connect(&host).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (_, json) = text.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(json).unwrap()
     }
 
     /// The retry rules against the fake provider's injected faults.
@@ -1806,9 +1822,7 @@ mod tests {
             .expect("the lost batch is found");
         let state = fake_control(&base, "/_fake/config", "{}");
         assert!(state.is_object());
-        let state = reqwest::blocking::get(format!("{}/_fake/state", base.trim_end_matches("/v1")))
-            .unwrap();
-        let state: serde_json::Value = serde_json::from_slice(&state.bytes().unwrap()).unwrap();
+        let state = fake_raw(&base, "GET", "/_fake/state", "");
         assert_eq!(
             state["counts"]["creates_by_job"][job], 1,
             "{}",
