@@ -41,22 +41,26 @@
 //! memory ([`HttpClient::download_to_vec`]), and error bodies, headers and
 //! transport texts (`scrub`).
 
+mod body;
 mod connect;
 mod error;
 mod rules;
+mod transport;
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use body::{BodyReader, FileBody};
 use connect::{ConnectWatch, WatchLayer};
+use transport::{chain_text, classify, ends_early, Facts};
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::Method;
-use reqwest::{Body, Client, RequestBuilder, Response};
+use reqwest::{Client, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -224,6 +228,8 @@ pub(crate) enum Payload<'a> {
 #[derive(Clone, Copy)]
 pub(crate) enum UploadSource<'a> {
     Path(&'a Path),
+    /// Bytes in memory (the tests' small uploads).
+    #[cfg(test)]
     Bytes(&'a [u8]),
 }
 
@@ -399,6 +405,8 @@ impl HttpClient {
         self.execute(call, &mut before, |resp| self.read_json(call, resp))
     }
 
+    /// Used by the tests only: collect downloads into memory.
+    #[cfg(test)]
     /// Downloads the body of GET `path` to `dest`, streamed. The bytes go to `dest` +
     /// `.part` first and are renamed to `dest` only when complete, so `dest` never
     /// holds a partial file. A body shorter than its `Content-Length` is an error
@@ -412,7 +420,7 @@ impl HttpClient {
     ) -> Result<u64, HttpError> {
         let mut part_name = dest.as_os_str().to_owned();
         part_name.push(".part");
-        let part = PathBuf::from(part_name);
+        let part = std::path::PathBuf::from(part_name);
         let call = Call {
             budget: Budget::Transfer,
             ..Call::get(op, path)
@@ -430,7 +438,7 @@ impl HttpClient {
         };
         let result = self.execute(&call, &mut || Ok(()), |resp| {
             let file = File::create(&part).map_err(local("cannot create", &part))?;
-            let mut out = BufWriter::with_capacity(256 * 1024, file);
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
             let n = self.copy_body(&call, file_id, resp, (&mut out, &part), u64::MAX)?;
             let file = out
                 .into_inner()
@@ -545,7 +553,7 @@ impl HttpClient {
                     service: self.service.name,
                     op: call.op,
                     what: "cannot read",
-                    path: PathBuf::from("<request body>"),
+                    path: std::path::PathBuf::from("<request body>"),
                     source,
                 })?;
                 builder
@@ -556,6 +564,7 @@ impl HttpClient {
                 let builder = builder.header(header::CONTENT_TYPE, form.content_type());
                 // `FileBody` streams the reader and sends its exact Content-Length.
                 let body = match *file {
+                    #[cfg(test)]
                     UploadSource::Bytes(bytes) => {
                         let len = bytes.len() as u64;
                         FileBody::body(
@@ -852,92 +861,6 @@ impl HttpClient {
     }
 }
 
-/// A response body read in blocking style: each chunk awaited on the client's runtime.
-struct BodyReader<'a> {
-    rt: &'a tokio::runtime::Runtime,
-    resp: Response,
-    /// What is left of the last chunk.
-    pending: bytes::Bytes,
-}
-
-impl Read for BodyReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pending.is_empty() {
-            match self.rt.block_on(self.resp.chunk()) {
-                Ok(Some(chunk)) => self.pending = chunk,
-                Ok(None) => return Ok(0),
-                // As `reqwest::blocking` reports it: a timeout as `TimedOut`, the
-                // rest as `Other` around reqwest's error (its chain is read by `Facts`).
-                Err(e) if e.is_timeout() => return Err(io::Error::new(io::ErrorKind::TimedOut, e)),
-                Err(e) => return Err(io::Error::other(e)),
-            }
-        }
-        let n = buf.len().min(self.pending.len());
-        let chunk = self.pending.split_to(n);
-        buf.get_mut(..n).unwrap_or_default().copy_from_slice(&chunk);
-        Ok(n)
-    }
-}
-
-/// A request body streamed from a reader in 1 MiB frames with its exact length
-/// (so hyper sends `Content-Length`). Polled on the runtime's worker, which reads
-/// the file: a read from the page cache takes well under a millisecond.
-struct FileBody {
-    reader: std::sync::Mutex<Box<dyn Read + Send>>,
-    left: u64,
-}
-
-impl FileBody {
-    const FRAME: u64 = 1 << 20;
-
-    fn body(reader: impl Read + Send + 'static, len: u64) -> Body {
-        Body::wrap(FileBody {
-            reader: std::sync::Mutex::new(Box::new(reader)),
-            left: len,
-        })
-    }
-}
-
-impl http_body::Body for FileBody {
-    type Data = bytes::Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, io::Error>>> {
-        use std::task::Poll;
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let want = self.left.min(Self::FRAME);
-        let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-        let read = match self.reader.lock() {
-            Ok(mut r) => r.by_ref().take(want).read_to_end(&mut buf),
-            Err(_) => Err(io::Error::other("the upload's reader was poisoned")),
-        };
-        Poll::Ready(Some(match read {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file is shorter than when the upload started",
-            )),
-            Ok(n) => {
-                self.left -= n as u64;
-                Ok(http_body::Frame::data(bytes::Bytes::from(buf)))
-            }
-            Err(e) => Err(e),
-        }))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.left == 0
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.left)
-    }
-}
-
 /// The fields of a provider's error body.
 #[derive(Default)]
 struct ErrorBody {
@@ -945,131 +868,6 @@ struct ErrorBody {
     error_type: Option<String>,
     message: Option<String>,
     param: Option<String>,
-}
-
-/// What a transport failure says about itself, read from reqwest's error and the
-/// chain of its sources.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Facts {
-    /// reqwest's connector failed (DNS, TCP connect, proxy, TLS handshake): it runs
-    /// before a byte of the request is written.
-    connect: bool,
-    /// The name did not resolve (hyper-util's `dns error`).
-    dns: bool,
-    timeout: bool,
-    /// The request could not be built (bad URL or header).
-    builder: bool,
-    /// hyper refused what the server sent as HTTP.
-    protocol: bool,
-    /// The first I/O error kind in the chain, if any.
-    io: Option<io::ErrorKind>,
-}
-
-impl Facts {
-    fn of(e: &reqwest::Error) -> Facts {
-        Facts {
-            connect: e.is_connect(),
-            timeout: e.is_timeout(),
-            builder: e.is_builder(),
-            ..Facts::of_chain(e)
-        }
-    }
-
-    /// The facts the source chain of `e` holds.
-    fn of_chain(e: &(dyn std::error::Error + 'static)) -> Facts {
-        let mut facts = Facts::default();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(err) = cur {
-            let text = err.to_string();
-            facts.dns |= text.starts_with("dns error");
-            facts.protocol |= text.starts_with("invalid HTTP") || text.contains("message head");
-            if let Some(io) = err.downcast_ref::<io::Error>() {
-                if io.kind() == io::ErrorKind::TimedOut {
-                    facts.timeout = true;
-                }
-                if facts.io.is_none() && io.kind() != io::ErrorKind::Other {
-                    facts.io = Some(io.kind());
-                }
-            }
-            cur = err.source();
-        }
-        facts
-    }
-}
-
-/// What kind of transport failure `f` is, and whether the request may have been
-/// sent (conservative: only failures before the connection exists count as "not
-/// sent").
-fn classify(f: &Facts) -> (TransportKind, bool) {
-    if f.connect {
-        // rustls reports a failed handshake as invalid data on the socket.
-        let kind = if f.dns {
-            TransportKind::Resolve
-        } else if f.io == Some(io::ErrorKind::InvalidData) {
-            TransportKind::Tls
-        } else {
-            TransportKind::Connect
-        };
-        return (kind, false);
-    }
-    if f.builder {
-        return (TransportKind::Request, false);
-    }
-    if f.timeout {
-        return (TransportKind::Timeout, true);
-    }
-    if f.protocol {
-        return (TransportKind::Protocol, true);
-    }
-    match f.io {
-        Some(kind) => classify_io(kind),
-        None => (TransportKind::Io, true),
-    }
-}
-
-fn classify_io(kind: io::ErrorKind) -> (TransportKind, bool) {
-    use io::ErrorKind as K;
-    match kind {
-        K::ConnectionRefused
-        | K::HostUnreachable
-        | K::NetworkUnreachable
-        | K::NetworkDown
-        | K::AddrNotAvailable => (TransportKind::Connect, false),
-        K::ConnectionReset
-        | K::ConnectionAborted
-        | K::BrokenPipe
-        | K::UnexpectedEof
-        | K::NotConnected => (TransportKind::ConnectionClosed, true),
-        K::TimedOut | K::WouldBlock => (TransportKind::Timeout, true),
-        _ => (TransportKind::Io, true),
-    }
-}
-
-/// A body read that failed because the body ended before its `Content-Length`
-/// (hyper: "end of file before message length reached", or the connection closed
-/// before the message completed).
-fn ends_early(e: &io::Error) -> bool {
-    let facts = Facts::of_chain(e);
-    if facts.timeout {
-        return false;
-    }
-    facts.io == Some(io::ErrorKind::UnexpectedEof)
-        || chain_text(e).contains("before message completed")
-}
-
-/// The messages of `e` and its sources, joined with `: ` (reqwest's own top line
-/// names only the URL; the cause is below it).
-fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 /// A base URL as shown in an error: never with its `user:password@` part.

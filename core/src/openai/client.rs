@@ -85,6 +85,8 @@ impl OpenAiClient {
         self.upload(UploadSource::Path(path), filename)
     }
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Uploads JSONL held in memory with purpose `batch` (`POST /files`).
     pub fn upload_batch_bytes(
         &self,
@@ -112,6 +114,8 @@ impl OpenAiClient {
         self.http.json(&call)
     }
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Retrieves a file's metadata (`GET /files/{id}`).
     pub fn retrieve_file(&self, file_id: &str) -> Result<FileObject, OpenAiError> {
         check_id(&self.http, "file id", file_id)?;
@@ -130,6 +134,8 @@ impl OpenAiClient {
         self.http.json(&call)
     }
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Downloads a file's content (`GET /files/{id}/content`) to `dest`,
     /// streamed. The bytes go to `dest` + `.part` first and are renamed to
     /// `dest` only when complete, so `dest` never holds a partial file. A body
@@ -165,6 +171,8 @@ impl OpenAiClient {
 
     // -- Batches -------------------------------------------------------------
 
+    /// Used by the tests only (the operations go through the `Provider` seam).
+    #[cfg(test)]
     /// Creates a batch (`POST /batches`) from an uploaded file. `endpoint` is
     /// the per-request endpoint (such as [`CHAT_COMPLETIONS_ENDPOINT`]),
     /// `completion_window` is [`COMPLETION_WINDOW_24H`], `metadata` should
@@ -376,20 +384,6 @@ impl OpenAiClient {
         Ok(None)
     }
 
-    /// The first batch (newest first) for which `pred` is true.
-    pub fn find_batch(
-        &self,
-        mut pred: impl FnMut(&Batch) -> bool,
-    ) -> Result<Option<Batch>, OpenAiError> {
-        self.scan_batches(|b| {
-            if pred(b) {
-                ScanStep::Found
-            } else {
-                ScanStep::Continue
-            }
-        })
-    }
-
     /// The batch of a job: the one whose metadata carries `ai_batch_job_id = job_id`,
     /// or the one created from `input_file_id` (a batch is created from exactly one
     /// uploaded file, and ours are never shared between jobs). The second match finds
@@ -468,8 +462,8 @@ fn check_metadata(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::{
-        BatchStatus, RequestCounts, TransportKind, CHAT_COMPLETIONS_ENDPOINT,
-        COMPLETION_WINDOW_24H, DEFAULT_BASE_URL, JOB_ID_METADATA_KEY,
+        BatchStatus, TransportKind, CHAT_COMPLETIONS_ENDPOINT, COMPLETION_WINDOW_24H,
+        DEFAULT_BASE_URL, JOB_ID_METADATA_KEY,
     };
     use super::*;
     use std::collections::VecDeque;
@@ -755,7 +749,7 @@ mod tests {
         assert_eq!(b.errors, None);
         assert_eq!(
             b.request_counts,
-            Some(RequestCounts {
+            Some(super::super::wire::RequestCounts {
                 total: 100,
                 completed: 95,
                 failed: 5

@@ -24,11 +24,8 @@ use crate::provider::{
 use crate::requests::{MAX_BATCH_FILE_BYTES, MAX_REQUESTS_PER_BATCH};
 
 pub use crate::http::{ApiError, ClientOptions, TransportError, TransportKind};
-pub use client::{OpenAiClient, ScanStep};
-pub use wire::{
-    Batch, BatchError, BatchErrors, BatchList, BatchUsage, FileDeleted, FileList, FileObject,
-    InputTokensDetails, OutputTokensDetails, RequestCounts,
-};
+pub(crate) use client::OpenAiClient;
+pub(crate) use wire::Batch;
 
 /// Everything that can go wrong talking to OpenAI (the HTTP module's error, whose
 /// messages name OpenAI). No variant ever holds the API key.
@@ -208,11 +205,6 @@ impl OpenAiProvider {
         Ok(OpenAiProvider {
             client: OpenAiClient::new(base_url, api_key, opts)?,
         })
-    }
-
-    /// The client underneath, for what the seam does not cover yet.
-    pub fn client(&self) -> &OpenAiClient {
-        &self.client
     }
 }
 
