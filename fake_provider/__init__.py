@@ -1,4 +1,4 @@
-"""A loopback fake of the OpenAI Files + Batches API (standard library only).
+"""A loopback fake of the OpenAI Files + Batches API and of Anthropic's Message Batches API (standard library only).
 
 See README.md in this folder. Entry points:
   python -m fake_provider --port 0 --port-file /tmp/fake.port

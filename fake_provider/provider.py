@@ -100,6 +100,8 @@ FAULT_PRESETS: dict[str, tuple[int, str, str | None, str | None]] = {
     "forbidden": (403, "Country, region, or territory not supported", "request_forbidden", "unsupported_country_region_territory"),
     "not_found": (404, "The requested resource was not found.", "invalid_request_error", None),
     "status": (500, "Injected error.", "server_error", None),
+    # Anthropic's "the API is temporarily overloaded" (on /v1/messages paths; OpenAI never sends it)
+    "overloaded": (529, "Overloaded", "overloaded_error", None),
 }
 FAULT_ACTIONS = ("delay", "reset", "close", "truncate")
 FAULT_KEYS = frozenset(
@@ -123,6 +125,10 @@ CONFIG_SCALARS = {
     "list_omits_metadata": bool,
     "max_enqueued_tokens": int,
     "max_enqueued_requests": int,
+    # a gateway mounting the API under a path: every /v1 request must start with it
+    "path_prefix": str,
+    # Anthropic batches name their results by a path (resolved against the base URL)
+    "relative_results_url": bool,
 }
 # When a created batch's input file is validated (parsed line by line):
 # "on-create": in a background thread started by POST /v1/batches (the default);
@@ -491,8 +497,13 @@ class FakeProvider:
             # them fails validation with OpenAI's token_limit_exceeded (request_limit_exceeded).
             "max_enqueued_tokens": 0,
             "max_enqueued_requests": 0,
+            "path_prefix": "",
+            "relative_results_url": False,
         }
         self.files = FileStore(data_dir)
+        from .anthropic import AnthropicBatches  # it imports this module
+
+        self.anthropic = AnthropicBatches(self)
         self.boot_config: dict[str, Any] | None = None
         self._reset_locked()
 
@@ -506,6 +517,7 @@ class FakeProvider:
         self.faults: list[dict[str, Any]] = []
         self.batches: dict[str, Batch] = {}
         self.seq = 0
+        self.anthropic.clear()
         self.files.clear()
         self.counts: dict[str, Any] = {
             "requests": 0,
@@ -665,9 +677,17 @@ class FakeProvider:
             with b.lock:
                 snap_batches.append(self._internal_view(b))
         with self.lock:
+            msg_batches = sorted(self.anthropic.batches.values(), key=lambda b: b.seq, reverse=True)
+        snap_msg = []
+        for mb in msg_batches:
+            self.anthropic._advance_timed(mb)
+            with mb.lock:
+                snap_msg.append(self.anthropic.internal_view(mb))
+        with self.lock:
             return {
                 "counts": copy.deepcopy(self.counts),
                 "batches": snap_batches,
+                "message_batches": snap_msg,
                 "files": self.files.list(),
                 "config": self.config_snapshot(),
                 "requests": list(self.request_log),
@@ -849,11 +869,7 @@ class FakeProvider:
             if meta["purpose"] != "batch":
                 raise ApiError(400, f"Invalid 'input_file_id': file {fid} has purpose '{meta['purpose']}', expected 'batch'.", param="input_file_id")
             job_id = (md or {}).get(self.config["job_metadata_key"])
-            behaviour = copy.deepcopy(self.defaults)
-            if job_id is not None:
-                behaviour.update(self._job_behaviour(job_id))
-            if self.next_batches:
-                behaviour.update(self.next_batches.popleft())
+            behaviour = self.new_behaviour(job_id)
             self.seq += 1
             bid = "batch_" + uuid.uuid4().hex
             b = Batch(bid, self.seq, {**req, "metadata": md}, behaviour, job_id)
@@ -896,6 +912,15 @@ class FakeProvider:
         if start is not None:
             start()
 
+    def new_behaviour(self, job_id: str | None) -> dict[str, Any]:
+        """A new batch's behaviour: defaults, then the job's, then the next queued (call under the lock)."""
+        behaviour = copy.deepcopy(self.defaults)
+        if job_id is not None:
+            behaviour.update(self._job_behaviour(job_id))
+        if self.next_batches:
+            behaviour.update(self.next_batches.popleft())
+        return behaviour
+
     def _job_behaviour(self, job_id: str) -> dict[str, Any]:
         if job_id in self.jobs:
             return self.jobs[job_id]
@@ -926,22 +951,9 @@ class FakeProvider:
     def batch_retrieve(self, bid: str) -> Resp:
         with self.lock:
             b = self._get_batch(bid)
-            self.counts["retrieves"] += 1
-            d = self.counts["retrieves_by_batch"]
-            d[bid] = d.get(bid, 0) + 1
+        self.count("retrieves", "retrieves_by_batch", bid)
         with b.lock:
-            b.retrieves += 1
-            mode = self._mode(b)
-            if mode == "immediate":
-                while b.status not in TERMINAL and self._step(b):
-                    pass
-            elif mode == "per-retrieve":
-                b.pending_retrieves += 1
-                if b.pending_retrieves >= int(b.behaviour.get("retrieves_per_step") or 1):
-                    b.pending_retrieves = 0
-                    self._step(b)
-            else:
-                self._advance_timed(b)
+            advance_on_retrieve(b, self._mode(b), lambda: b.status in TERMINAL, self._step, self._advance_timed)
             return Resp.json(b.public())
 
     def batch_list(self, query: dict[str, str]) -> Resp:
@@ -975,9 +987,7 @@ class FakeProvider:
     def batch_cancel(self, bid: str) -> Resp:
         with self.lock:
             b = self._get_batch(bid)
-            self.counts["cancels"] += 1
-            d = self.counts["cancels_by_batch"]
-            d[bid] = d.get(bid, 0) + 1
+        self.count("cancels", "cancels_by_batch", bid)
         self._advance_timed(b)
         with b.lock:
             s = b.status
@@ -1003,6 +1013,12 @@ class FakeProvider:
     # ------------------------------------------------------------------ control of one batch
 
     def control_batch(self, bid: str, body: dict[str, Any] | None) -> Resp:
+        if bid.startswith("msgbatch_"):
+            with self.lock:
+                mb = self.anthropic._get(bid)
+            body = body if isinstance(body, dict) else {}
+            steps = int(body.pop("step", 0) or 0)
+            return self.anthropic.control(mb, self._check_behaviour(body, "batch behaviour"), steps)
         with self.lock:
             b = self._get_batch(bid)
         if body:
@@ -1248,6 +1264,21 @@ class FakeProvider:
         b.final_n = n
         if b.prep is not None:
             b.prep.records = []  # the files hold the results now; free the memory
+
+
+def advance_on_retrieve(b: Any, mode: str, done: Callable[[], bool], step: Callable[[Any], bool], timed: Callable[[Any], None]) -> None:
+    """What one retrieve does to a batch's status (OpenAI's and Anthropic's), under its lock."""
+    b.retrieves += 1
+    if mode == "immediate":
+        while not done() and step(b):
+            pass
+    elif mode == "per-retrieve":
+        b.pending_retrieves += 1
+        if b.pending_retrieves >= int(b.behaviour.get("retrieves_per_step") or 1):
+            b.pending_retrieves = 0
+            step(b)
+    else:
+        timed(b)
 
 
 def _int_param(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:

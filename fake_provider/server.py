@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from . import anthropic
 from .provider import (
     FAULT_PRESETS,
     ApiError,
@@ -164,6 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", resp.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-request-id", request_id)
+        self.send_header("request-id", request_id)  # Anthropic's name for it
         self.send_header("openai-version", "2020-10-01")
         self.send_header("openai-organization", "org-fake")
         self.send_header("openai-processing-ms", str(int((time.monotonic() - t0) * 1000)))
@@ -213,6 +215,15 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/") or "/"
         query = dict(parse_qsl(url.query))
         entry: dict[str, Any] = {"method": method, "path": path, "status": None, "request_id": request_id, "fault": None}
+        prefix = prov.config.get("path_prefix") or ""
+        if prefix and not path.startswith("/_fake"):
+            # a gateway mounting the API under a path: only requests under it reach the API
+            path = path[len(prefix) :] if path.startswith(prefix + "/") else "/_outside_prefix" + path
+        self._anthropic = path.startswith("/v1/messages")
+        if self._anthropic:
+            entry["x_api_key"] = self.headers.get("x-api-key") is not None
+            entry["authorization"] = self.headers.get("Authorization") is not None
+            entry["anthropic_version"] = self.headers.get("anthropic-version")
         try:
             try:
                 body = self._read_body(prov.config["max_upload_bytes"] + 1024 * 1024)
@@ -270,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as e:
             entry["status"] = e.status
             prov.log_request(entry)
-            self._send(error_resp(e), request_id, t0)
+            self._send(self._error_resp(e, request_id), request_id, t0)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as e:  # a bug in the fake: answer 500 rather than hang the client
@@ -278,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             prov.log_request(entry)
             self.close_connection = True
             try:
-                self._send(error_resp(ApiError(500, f"fake provider internal error: {e!r}", "server_error")), request_id, t0)
+                self._send(self._error_resp(ApiError(500, f"fake provider internal error: {e!r}", "server_error"), request_id), request_id, t0)
             except OSError:
                 pass
 
@@ -296,7 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "bad_gateway" and "message" not in f:
             resp = Resp(status, _BAD_GATEWAY_HTML, "text/html")
         else:
-            resp = error_resp(ApiError(status, message, typ, f.get("param"), code))
+            resp = self._error_resp(ApiError(status, message, f.get("type"), f.get("param"), code) if self._anthropic
+                                    else ApiError(status, message, typ, f.get("param"), code), None)
         if f.get("retry_after") is not None:
             ra = f["retry_after"]
             resp.headers.append(("retry-after", str(int(ra)) if float(ra).is_integer() else str(ra)))
@@ -308,8 +320,52 @@ class _Handler(BaseHTTPRequestHandler):
             resp.headers.append((str(k), str(v)))
         return resp
 
+    def _error_resp(self, e: ApiError, request_id: str | None) -> Resp:
+        if not self._anthropic:
+            return error_resp(e)
+        r = Resp.json(anthropic.error_body(e.status, e.message, e.type, request_id), e.status)
+        r.headers.extend(e.headers)
+        return r
+
+    def _anthropic_api(self, method: str, path: str, query: dict[str, str], body: bytearray) -> Resp:
+        """``/v1/messages/batches...``: key in ``x-api-key`` (or ``Authorization: Bearer``, as the
+        official SDK sends it), an ``anthropic-version`` header, Anthropic's error shape."""
+        prov = self.server.provider
+        key = self.headers.get("x-api-key")
+        auth = self.headers.get("Authorization") or ""
+        if key is None and auth.startswith("Bearer "):
+            key = auth[7:]
+        if key is None or key.strip() != prov.api_key:
+            prov.count("auth_failures")
+            msg = "invalid x-api-key" if key else "x-api-key header is required"
+            raise ApiError(401, msg, "authentication_error")
+        if not self.headers.get("anthropic-version"):
+            raise ApiError(400, "anthropic-version: header is required", "invalid_request_error")
+        host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        rest = [unquote(p) for p in path[len(anthropic.BATCHES_PATH) :].split("/")[1:]]
+        a = prov.anthropic
+        if path.startswith(anthropic.BATCHES_PATH + "/") or path == anthropic.BATCHES_PATH:
+            if not rest:
+                if method == "POST":
+                    if len(body) > anthropic.MAX_BODY_BYTES:
+                        raise ApiError(413, f"Request body of {len(body)} bytes exceeds the {anthropic.MAX_BODY_BYTES} byte limit.", "request_too_large")
+                    return a.create(_json_body(body), host, self.headers.get("x-api-key"))
+                if method == "GET":
+                    return a.list(query, host)
+            elif len(rest) == 1 and method == "GET":
+                return a.retrieve(rest[0], host)
+            elif len(rest) == 1 and method == "DELETE":
+                return a.delete(rest[0])
+            elif len(rest) == 2 and rest[1] == "cancel" and method == "POST":
+                return a.cancel(rest[0], host)
+            elif len(rest) == 2 and rest[1] == "results" and method == "GET":
+                return a.results(rest[0])
+        raise ApiError(404, f"Not found: {method} {path}", "not_found_error")
+
     def _api(self, method: str, path: str, query: dict[str, str], body: bytearray, request_id: str) -> Resp:
         prov = self.server.provider
+        if self._anthropic:
+            return self._anthropic_api(method, path, query, body)
         auth = self.headers.get("Authorization") or ""
         if not auth.startswith("Bearer ") or auth[7:].strip() != prov.api_key:
             prov.count("auth_failures")

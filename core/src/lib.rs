@@ -3,6 +3,7 @@
 //! Nothing in this crate knows about DuckDB. The extension crate turns SQL
 //! parameters into the plain structs defined here and writes the results back.
 
+pub mod anthropic;
 pub mod cost;
 pub mod http;
 pub mod lifecycle;

@@ -5,7 +5,7 @@
 //! A provider maps its batch statuses onto [`JobStatus`] and its failures onto the
 //! neutral classification of [`ProviderError`] (retryable? may the request have
 //! reached the provider? not found? status, code, request id), all in its own
-//! module (`openai/mod.rs` for OpenAI).
+//! module (`openai/mod.rs` for OpenAI, `anthropic/mod.rs` for Anthropic).
 
 use std::fmt;
 use std::path::Path;
@@ -195,18 +195,15 @@ pub fn known(id: &str) -> Option<&'static Known> {
 /// Why [`for_name`] could not make a provider.
 #[derive(Debug, thiserror::Error)]
 pub enum ForNameError {
-    /// A provider ai_batch knows of but does not speak yet.
-    #[error("provider {0} is not supported yet (only openai so far: use an OpenAI model such as 'gpt-4o-mini' or 'openai:gpt-4o-mini')")]
-    NotSupportedYet(String),
     /// A name ai_batch does not know.
-    #[error("unknown provider '{0}' (supported: openai)")]
+    #[error("unknown provider '{0}' (supported: openai, anthropic)")]
     Unknown(String),
     /// The provider refused its settings (base URL, key).
     #[error("{0}")]
     Setup(#[from] ProviderError),
 }
 
-/// The provider called `name` (`openai`), talking to `base_url` with `api_key`.
+/// The provider called `name` (`openai`, `anthropic`), talking to `base_url` with `api_key`.
 pub fn for_name(
     name: &str,
     base_url: &str,
@@ -217,7 +214,9 @@ pub fn for_name(
         "openai" => Ok(Box::new(crate::openai::OpenAiProvider::new(
             base_url, api_key, options,
         )?)),
-        "anthropic" => Err(ForNameError::NotSupportedYet(name.to_string())),
+        "anthropic" => Ok(Box::new(crate::anthropic::AnthropicProvider::new(
+            base_url, api_key, options,
+        )?)),
         other => Err(ForNameError::Unknown(crate::http::clean_text(other, 80))),
     }
 }
@@ -228,7 +227,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn for_name_knows_openai_only() {
+    fn for_name_knows_openai_and_anthropic() {
         let opts = ClientOptions::default;
         let p = for_name("openai", "http://127.0.0.1:9/v1", "sk-x".into(), opts()).unwrap();
         assert_eq!(p.name(), "OpenAI");
@@ -241,12 +240,9 @@ mod tests {
         );
         assert_eq!(k.name, p.name());
         assert!(known("acme").is_none());
-        let e = for_name("anthropic", "http://127.0.0.1:9/v1", "k".into(), opts()).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("provider anthropic is not supported yet"),
-            "{e}"
-        );
+        let p = for_name("anthropic", "http://127.0.0.1:9", "k".into(), opts()).unwrap();
+        assert_eq!(p.name(), "Anthropic");
+        assert_eq!(p.limits().max_requests, 100_000);
         let e = for_name("acme", "http://127.0.0.1:9/v1", "k".into(), opts()).unwrap_err();
         assert!(e.to_string().contains("unknown provider 'acme'"), "{e}");
         let e = for_name("openai", "http://example.com/v1", "k".into(), opts()).unwrap_err();

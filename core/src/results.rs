@@ -107,7 +107,7 @@ struct LineError {
 
 const MAX_MESSAGE: usize = 500;
 
-fn cap(s: &str) -> String {
+pub(crate) fn cap(s: &str) -> String {
     if s.len() <= MAX_MESSAGE {
         return s.to_string();
     }
@@ -159,7 +159,7 @@ fn completion_outcome(body: &Value, processor: &Processor) -> Outcome {
 }
 
 /// The outcome of the first choice of a successful completion.
-fn answer_outcome(
+pub(crate) fn answer_outcome(
     refusal: Option<&str>,
     finish: Option<&str>,
     content: Option<&str>,
@@ -262,7 +262,7 @@ fn parse_common_line(line: &str, processor: &Processor) -> Option<LineOutcome> {
     })
 }
 
-fn failed(code: &str, message: String) -> Outcome {
+pub(crate) fn failed(code: &str, message: String) -> Outcome {
     Outcome::Failed {
         status: status_for_code(code),
         code: code.to_string(),
@@ -320,6 +320,16 @@ fn parse_any_line(line: &str, processor: &Processor) -> Option<LineOutcome> {
 /// Parses output and error files together; the first line seen for a custom id wins.
 /// Lines are parsed and validated on every core; the result is in file order.
 pub fn parse_files(files: &[&[u8]], processor: &Processor) -> ParsedResults {
+    parse_files_with(files, processor, parse_line)
+}
+
+/// [`parse_files`] with another provider's line parser (Anthropic's:
+/// `anthropic::parse_result_line`).
+pub fn parse_files_with(
+    files: &[&[u8]],
+    processor: &Processor,
+    parse_line: fn(&str, &Processor) -> Option<LineOutcome>,
+) -> ParsedResults {
     // (file, 1-based line number, bytes) of every line that is not blank.
     let lines: Vec<(usize, usize, &[u8])> = files
         .iter()

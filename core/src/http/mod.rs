@@ -89,6 +89,19 @@ pub struct Service {
     pub key_env: &'static str,
     /// Error codes (or types) no retry gets past, even on 429 (`insufficient_quota`).
     pub final_codes: &'static [&'static str],
+    /// How the API key travels.
+    pub auth: Auth,
+    /// Headers sent with every request (`anthropic-version`).
+    pub headers: &'static [(&'static str, &'static str)],
+}
+
+/// How a provider wants the API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI).
+    Bearer,
+    /// The key alone in the named header (`x-api-key` at Anthropic).
+    Header(&'static str),
 }
 
 /// Timeouts and retry settings of an [`HttpClient`].
@@ -174,6 +187,21 @@ impl Call<'_> {
             budget: Budget::Json,
         }
     }
+
+    /// A POST without a body (a cancel): not repeated once it may have reached the provider.
+    pub(crate) fn post_empty(op: &'static str, path: String) -> Self {
+        Call {
+            op,
+            method: Method::POST,
+            path,
+            payload: Payload::Bytes {
+                bytes: b"",
+                content_type: "application/json",
+            },
+            idempotent: false,
+            budget: Budget::Json,
+        }
+    }
 }
 
 pub(crate) enum Payload<'a> {
@@ -182,6 +210,12 @@ pub(crate) enum Payload<'a> {
     /// A body held in memory.
     Bytes {
         bytes: &'a [u8],
+        content_type: &'static str,
+    },
+    /// A body streamed from a reader that `open` makes afresh for every attempt,
+    /// together with its exact length.
+    Stream {
+        open: &'a (dyn Fn() -> io::Result<(Box<dyn Read + Send>, u64)> + Sync),
         content_type: &'static str,
     },
     /// A multipart body around a file, streamed from disk.
@@ -212,6 +246,7 @@ pub struct HttpClient {
     service: Service,
     base_url: String,
     api_key: String,
+    auth_header: header::HeaderName,
     auth: HeaderValue,
     opts: ClientOptions,
 }
@@ -262,11 +297,25 @@ impl HttpClient {
             service: service.name,
             key_env: service.key_env,
         };
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {api_key}")).map_err(|_| invalid_key())?;
+        let bad_header = |name: &str| HttpError::InvalidArgument {
+            service: service.name,
+            detail: format!("the header {name} cannot be sent"),
+        };
+        let header_name = |name: &'static str| {
+            header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad_header(name))
+        };
+        let (auth_header, auth_text) = match service.auth {
+            Auth::Bearer => (header::AUTHORIZATION, format!("Bearer {api_key}")),
+            Auth::Header(name) => (header_name(name)?, api_key.clone()),
+        };
+        let mut auth = HeaderValue::from_str(&auth_text).map_err(|_| invalid_key())?;
         auth.set_sensitive(true);
         let mut defaults = HeaderMap::new();
         defaults.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        for (name, value) in service.headers {
+            let value = HeaderValue::from_str(value).map_err(|_| bad_header(name))?;
+            defaults.insert(header_name(name)?, value);
+        }
         let connects = Arc::new(ConnectWatch::default());
         let mut builder = Client::builder()
             .user_agent(USER_AGENT)
@@ -307,6 +356,7 @@ impl HttpClient {
             service,
             base_url: base.url,
             api_key,
+            auth_header,
             auth,
             opts,
         })
@@ -487,7 +537,7 @@ impl HttpClient {
         let builder: RequestBuilder = self
             .client
             .request(call.method.clone(), url)
-            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(self.auth_header.clone(), self.auth.clone())
             .timeout(timeout);
         let builder = match &call.payload {
             Payload::None => builder,
@@ -498,6 +548,18 @@ impl HttpClient {
                 .header(header::CONTENT_TYPE, *content_type)
                 .header(header::CONTENT_LENGTH, bytes.len())
                 .body(bytes.to_vec()),
+            Payload::Stream { open, content_type } => {
+                let (reader, len) = open().map_err(|source| HttpError::LocalIo {
+                    service: self.service.name,
+                    op: call.op,
+                    what: "cannot read",
+                    path: std::path::PathBuf::from("<request body>"),
+                    source,
+                })?;
+                builder
+                    .header(header::CONTENT_TYPE, *content_type)
+                    .body(FileBody::body(reader, len))
+            }
             Payload::Multipart { form, file } => {
                 let builder = builder.header(header::CONTENT_TYPE, form.content_type());
                 // `FileBody` streams the reader and sends its exact Content-Length.
@@ -551,7 +613,7 @@ impl HttpClient {
             return Ok(resp);
         }
         let headers = resp.headers();
-        let request_id = self.header_text(headers, "x-request-id");
+        let request_id = self.request_id(headers);
         if status.is_redirection() {
             return Err(HttpError::Redirect {
                 service: self.service.name,
@@ -650,7 +712,7 @@ impl HttpClient {
         resp: Response,
     ) -> Result<T, HttpError> {
         let op = call.op;
-        let request_id = self.header_text(resp.headers(), "x-request-id");
+        let request_id = self.request_id(resp.headers());
         let mut raw = Vec::new();
         self.reader(resp)
             .take(MAX_JSON_BODY + 1)
@@ -685,7 +747,7 @@ impl HttpClient {
     ) -> Result<u64, HttpError> {
         let op = call.op;
         let expected = resp.content_length();
-        let request_id = self.header_text(resp.headers(), "x-request-id");
+        let request_id = self.request_id(resp.headers());
         let mut resp = self.reader(resp);
         let mut buf = vec![0u8; 64 * 1024];
         let mut received: u64 = 0;
@@ -751,6 +813,12 @@ impl HttpClient {
     /// A response body without the key or `Bearer` tokens in it.
     fn scrub_bytes(&self, raw: Vec<u8>) -> Vec<u8> {
         redact_secrets(&raw, &self.api_key).unwrap_or(raw)
+    }
+
+    /// The response's request id: `x-request-id` (OpenAI), else `request-id` (Anthropic).
+    fn request_id(&self, headers: &HeaderMap) -> Option<String> {
+        self.header_text(headers, "x-request-id")
+            .or_else(|| self.header_text(headers, "request-id"))
     }
 
     fn header_text(&self, headers: &HeaderMap, name: &str) -> Option<String> {

@@ -47,6 +47,8 @@ pub(crate) const SERVICE: Service = Service {
     name: "OpenAI",
     key_env: "OPENAI_API_KEY",
     final_codes: &["insufficient_quota"],
+    auth: crate::http::Auth::Bearer,
+    headers: &[],
 };
 
 /// A batch's lifecycle status. Statuses this client does not know yet are
