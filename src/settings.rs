@@ -1,6 +1,6 @@
 //! Settings read from the environment that more than one operation needs.
 
-use ai_batch_core::provider::Known;
+use ai_batch_core::providers::Known;
 
 /// `given`, else the provider's base-URL variable (`OPENAI_BASE_URL`) when set and not
 /// blank, else the provider's public API.

@@ -12,6 +12,7 @@ pub mod pretok;
 pub mod processor;
 pub mod progress;
 pub mod provider;
+pub mod providers;
 pub mod requests;
 pub mod results;
 pub mod text;

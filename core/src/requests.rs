@@ -63,6 +63,9 @@ pub enum RequestError {
     /// The processor could not be prepared (a bug).
     #[error(transparent)]
     Processor(#[from] ProcessorError),
+    /// A provider's line writer refused the job's settings (one it has no equivalent for).
+    #[error("{0}")]
+    Provider(String),
     /// serde_json failed to write a line (should not happen when writing to memory).
     #[error("could not serialize a request line: {0}")]
     Serialize(String),

@@ -35,7 +35,8 @@ use std::sync::Arc;
 
 use ai_batch_core::cost::PriceTable;
 use ai_batch_core::lifecycle::{self, code, JobStatus, RefreshStep};
-use ai_batch_core::provider::{self, ClientOptions, Known, Provider, ProviderError};
+use ai_batch_core::provider::{ClientOptions, Provider, ProviderError};
+use ai_batch_core::providers::{self, Known};
 use duckdb::Connection;
 
 use crate::runtime::Runtime;
@@ -116,9 +117,9 @@ impl Clients {
         if !self.by_url.contains_key(&key) {
             let api_key = Self::require_key(known)?;
             let p =
-                provider::for_name(known.id, &key.1, api_key, self.opts.clone()).map_err(|e| {
+                providers::for_name(known.id, &key.1, api_key, self.opts.clone()).map_err(|e| {
                     match e {
-                        provider::ForNameError::Setup(e) => RefreshError::Provider(e),
+                        providers::ForNameError::Setup(e) => RefreshError::Provider(e),
                         other => RefreshError::Invalid(other.to_string()),
                     }
                 })?;
@@ -133,7 +134,7 @@ impl Clients {
 
 /// The settings of the provider `job` was sent to.
 fn job_provider(job: &TrackedJob) -> Result<&'static Known, RefreshError> {
-    provider::known(&job.provider).ok_or_else(|| {
+    providers::known(&job.provider).ok_or_else(|| {
         RefreshError::Invalid(format!(
             "job {} was sent to provider '{}', which this build of ai_batch does not speak",
             job.job_id, job.provider

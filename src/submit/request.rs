@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use ai_batch_core::provider::Known;
+use ai_batch_core::providers::Known;
 use ai_batch_core::requests::RequestOptions;
 use ai_batch_core::text::echo;
 
@@ -243,7 +243,7 @@ impl SubmitRequest {
     /// The provider's settings (the provider is checked at bind to be one ai_batch
     /// speaks, so the fallback is never taken).
     pub(crate) fn known_provider(&self) -> &'static Known {
-        ai_batch_core::provider::known(&self.provider).unwrap_or(&ai_batch_core::provider::OPENAI)
+        ai_batch_core::providers::known(&self.provider).unwrap_or(&ai_batch_core::providers::OPENAI)
     }
 
     /// The base URL a request will use (recorded with the job).

@@ -2,7 +2,8 @@
 //! every id as soon as it is known (see the order of steps in the module above).
 
 use ai_batch_core::lifecycle::{self, JobStatus};
-use ai_batch_core::provider::{self, Provider};
+use ai_batch_core::provider::Provider;
+use ai_batch_core::providers;
 use duckdb::Connection;
 
 use super::error::SubmitError;
@@ -18,8 +19,8 @@ pub(crate) fn make_provider(req: &SubmitRequest) -> Result<Box<dyn Provider>, Su
         key_env: known.key_env,
     })?;
     let opts = crate::reconcile::client_options().map_err(SubmitError::Invalid)?;
-    provider::for_name(known.id, &req.effective_base_url(), key, opts).map_err(|e| match e {
-        provider::ForNameError::Setup(e) => SubmitError::Provider(e),
+    providers::for_name(known.id, &req.effective_base_url(), key, opts).map_err(|e| match e {
+        providers::ForNameError::Setup(e) => SubmitError::Provider(e),
         other => SubmitError::Invalid(other.to_string()),
     })
 }

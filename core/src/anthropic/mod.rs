@@ -26,9 +26,12 @@ use serde::Deserialize;
 
 use crate::http::{Auth, HttpError, Service};
 use crate::lifecycle::JobStatus;
+use crate::processor::Processor;
 use crate::provider::{
-    BatchView, Limits, Provider, ProviderError, RequestCounts as Neutral, StagedFile,
+    BatchView, Format, Limits, Provider, ProviderError, RequestCounts as Neutral, StagedFile,
 };
+use crate::requests::{RequestError, RequestOptions};
+use crate::results::ParsedResults;
 
 pub use crate::http::ClientOptions;
 pub use client::{results_path, AnthropicClient};
@@ -276,6 +279,40 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Anthropic's batch files as a [`Format`]: at most 100,000 requests or 250 MB (the API
+/// takes 256 MB per create body); request lines by [`request::write_request_line`],
+/// result lines by [`parse_result_line`].
+#[derive(Debug, Clone, Copy)]
+pub struct AnthropicJsonl;
+
+impl Format for AnthropicJsonl {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_requests: MAX_REQUESTS_PER_BATCH,
+            max_bytes: MAX_BATCH_BYTES,
+        }
+    }
+
+    fn write_line(
+        &self,
+        out: &mut Vec<u8>,
+        custom_id: &str,
+        processor: &Processor,
+        user_text: &str,
+        opts: &RequestOptions,
+    ) -> Result<usize, RequestError> {
+        let provider_error =
+            |e: request::AnthropicRequestError| RequestError::Provider(e.to_string());
+        let a = request::AnthropicOptions::from_request(opts, processor).map_err(provider_error)?;
+        request::write_request_line(out, custom_id, processor, user_text, &a)
+            .map_err(provider_error)
+    }
+
+    fn parse_results(&self, files: &[&[u8]], processor: &Processor) -> ParsedResults {
+        crate::results::parse_files_with(files, processor, parse_result_line)
+    }
+}
+
 impl Provider for AnthropicProvider {
     fn name(&self) -> &'static str {
         SERVICE.name
@@ -289,11 +326,8 @@ impl Provider for AnthropicProvider {
         self.client.options()
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
-            max_requests: MAX_REQUESTS_PER_BATCH,
-            max_bytes: MAX_BATCH_BYTES,
-        }
+    fn format(&self) -> &'static dyn Format {
+        &AnthropicJsonl
     }
 
     /// Nothing is uploaded: the JSONL at `path` is checked and its path kept.
@@ -455,8 +489,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.name(), "Anthropic");
-        assert_eq!(p.limits().max_requests, 100_000);
-        assert!(p.limits().max_bytes < 256 * 1024 * 1024);
+        assert_eq!(p.format().limits().max_requests, 100_000);
+        assert!(p.format().limits().max_bytes < 256 * 1024 * 1024);
         let e = AnthropicProvider::new("http://example.com", "k".into(), ClientOptions::default())
             .unwrap_err();
         assert!(e.to_string().contains("https"), "{e}");
