@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .answers import approx_tokens, is_product_labeling, product_labeling_answer, _first_line, _message_text, _skeleton
+from .answers import approx_tokens, is_product_labeling, product_labeling_answer, schema_answer, _first_line, _message_text
 from .provider import ApiError, Resp, _int_param, _invalid_content, advance_on_retrieve
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def answer_for_params(params: dict[str, Any]) -> tuple[list[dict[str, Any]], str
     if labeling:
         obj: Any = product_labeling_answer(issue)
     elif schema is not None or tool_schema is not None:
-        obj = _skeleton(schema if schema is not None else tool_schema)
+        obj = schema_answer(schema if schema is not None else tool_schema, issue)
     else:
         return [{"type": "text", "text": f"Fake answer to: {_first_line(issue, 80)}"}], "end_turn", in_tok
     if tool_name:

@@ -116,7 +116,9 @@ def test_forced_tool_answers_a_tool_use_block():
     other = {"type": "object", "properties": {"x": {"type": "integer"}}}
     p = params("hi", structured="none") | {"system": "x", "output_config": {"format": {"type": "json_schema", "schema": other}}}
     content, _, _ = answer_for_params(p)
-    assert json.loads(content[0]["text"]) == {"x": 0}
+    # Another schema gets a valid answer of its own (the same generator as OpenAI's side).
+    answer = json.loads(content[0]["text"])
+    assert set(answer) == {"x"} and isinstance(answer["x"], int) and 0 <= answer["x"] <= 9
     assert job_id_of("job_1-i5") == "job_1" and job_id_of("nodash") is None
 
 
