@@ -247,11 +247,19 @@ impl IssueReader {
              SEMI JOIN (SELECT id FROM ai_batch_todo WHERE id > ? AND id <= ?) t ON t.id = c.issue_id \
              ORDER BY c.issue_id, c.position",
         );
+        // `author_login` is optional: an issues table made before it was read (or by hand)
+        // still submits, with an empty `{{author}}`. Decided once per build.
+        let author = if store::column_exists(conn, "issues", "author_login")? {
+            "coalesce(i.author_login, '')"
+        } else {
+            "''"
+        };
         Ok(IssueReader {
             issues: format!(
                 "WITH t AS (SELECT id FROM ai_batch_todo WHERE id > ? ORDER BY id LIMIT {READ_BATCH}) \
                  SELECT t.id, coalesce(i.org, ''), coalesce(i.repo, ''), coalesce(i.number, 0)::BIGINT, \
-                        coalesce(i.title, ''), i.body, coalesce(i.state, ''), i.id IS NULL AS gone \
+                        coalesce(i.title, ''), i.body, coalesce(i.state, ''), i.id IS NULL AS gone, \
+                        {author} \
                  FROM t LEFT JOIN issues i ON i.id = t.id \
                  ORDER BY t.id"
             ),
@@ -282,6 +290,7 @@ impl IssueReader {
                     org: r.get(1)?,
                     repo: r.get(2)?,
                     number: r.get(3)?,
+                    author: r.get(8)?,
                     title: r.get(4)?,
                     body: r.get(5)?,
                     state: r.get(6)?,

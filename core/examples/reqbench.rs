@@ -30,6 +30,7 @@ fn main() {
             org: "replicatedhq".into(),
             repo: "kots".into(),
             number: i as i64 + 1000,
+            author: format!("author{}", i % 50),
             title: format!("Issue {i}: upgrade fails in airgap"),
             body: Some(pool[rng.below(pool.len())].clone()),
             state: "open".into(),

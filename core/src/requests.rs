@@ -495,6 +495,7 @@ mod tests {
             org: "acme".into(),
             repo: "widgets".into(),
             number: id * 10,
+            author: "octocat".into(),
             title: format!("Issue {id}"),
             body: Some("body".into()),
             state: "open".into(),

@@ -525,6 +525,23 @@ pub(crate) fn table_exists(conn: &Connection, name: &str) -> Result<bool, duckdb
     )
 }
 
+/// True if the table (or view) `table` of the current schema has the column `column`
+/// (compared case-insensitively, as DuckDB resolves names). For optional columns of
+/// the user's tables: one catalog query, once per call, never per row.
+pub(crate) fn column_exists(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+) -> Result<bool, duckdb::Error> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM duckdb_columns() WHERE database_name = current_database() \
+                 AND schema_name = current_schema() AND table_name = ? \
+                 AND lower(column_name) = lower(?))",
+        params![table, column],
+        |r| r.get::<_, bool>(0),
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -174,6 +174,49 @@ def analyses_text(con, fake, job_id, issue_id):
     raise AssertionError(f"no request for issue {issue_id}")
 
 
+AUTHOR_TEMPLATE = "Author: {{author}} | {{title}}"
+
+
+def sent_users(con, fake, job_id):
+    """The user message of every request of a job, by issue id."""
+    return {i["issue_id"]: analyses_text(con, fake, job_id, i["issue_id"]) for i in items(con, job_id)}
+
+
+def test_author_field_sends_the_issue_authors_login(db, fake_openai):
+    db.execute("UPDATE issues SET author_login = 'user-' || number WHERE number > 100")
+    define(db, user_template=AUTHOR_TEMPLATE)
+    s = submit(db)[0]
+    assert s["submitted"] == N, s
+    sent = sent_users(db, fake_openai, s["job_id"])
+    numbers = dict(db.execute("SELECT id, number FROM issues").fetchall())
+    titles = dict(db.execute("SELECT id, title FROM issues").fetchall())
+    assert len(sent) == N
+    for issue_id, text in sent.items():
+        n = numbers[issue_id]
+        # A NULL author_login renders empty, like the other missing short fields.
+        login = f"user-{n}" if n > 100 else ""
+        assert text == f"Author: {login} | {titles[issue_id]}", text
+    refresh_until_done(db, s["job_id"])
+    assert all(i["status"] == "completed" for i in items(db, s["job_id"]))
+
+
+def test_issues_table_without_author_login_still_submits(db, fake_openai):
+    # A table made before author_login was read: every column but that one.
+    db.execute("CREATE TABLE issues_copy AS SELECT * EXCLUDE (author_login) FROM issues")
+    db.execute("DROP TABLE issues")
+    db.execute("ALTER TABLE issues_copy RENAME TO issues")
+    assert "author_login" not in [r[0] for r in db.execute("DESCRIBE issues").fetchall()]
+    define(db, user_template=AUTHOR_TEMPLATE)
+    assert submit(db, dry_run=True)[0]["submitted"] == N
+    s = submit(db)[0]
+    assert s["status"] not in ("failed", "dry_run") and s["submitted"] == N, s
+    sent = sent_users(db, fake_openai, s["job_id"])
+    assert len(sent) == N and all(t.startswith("Author:  | ") for t in sent.values()), sent
+    # The built-in processor, which does not use the field, submits too.
+    pl = rows(db, "SELECT * FROM batch_submit('product-labeling', '*', dry_run := true)")[0]
+    assert pl["submitted"] == N, pl
+
+
 BAD = [
     ({"user_template": "Hi {{assignee}}"}, None, "user_template uses the unknown field '{{assignee}}'"),
     ({}, "{not json", "response_schema is not valid JSON"),
