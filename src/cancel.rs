@@ -62,30 +62,26 @@ pub(crate) fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, Refr
     // A job whose create may have been lost: find its batch first. Not found: its
     // input file is deleted (a create still in flight can then no longer land) and the
     // list read again.
-    let mut sealed = false;
+    let mut sealed = None;
     let batch_id = match (step, &job.provider_batch_id, job.input_file_id.as_deref()) {
         (CancelStep::CancelAtProvider, Some(id), _) => Some(id.clone()),
-        (_, _, file) => {
-            match reconcile::find_batch(client, &job.job_id, file, job.created_epoch)? {
-                Some(b) => Some(b.id),
-                None => match file {
-                    Some(f) => {
-                        sealed = true;
-                        reconcile::seal(client, &job.job_id, f, job.created_epoch)?.map(|b| b.id)
-                    }
-                    None => None,
-                },
-            }
-        }
+        (_, _, file) => match reconcile::find_batch(conn, client, &job)? {
+            Some(b) => Some(b.id),
+            None => match file {
+                Some(f) => {
+                    sealed = Some(reconcile::sealed_text(client, f));
+                    reconcile::seal(conn, client, &job, f)?.map(|b| b.id)
+                }
+                None => None,
+            },
+        },
     };
     let Some(batch_id) = batch_id else {
-        let msg = if sealed {
-            "cancelled before it reached the provider; its uploaded request file was deleted \
-             there, so a create still in flight can no longer make a batch"
-        } else {
-            NOT_REACHED
+        let msg = match sealed {
+            Some(how) => format!("cancelled before it reached the provider; {how}"),
+            None => NOT_REACHED.to_string(),
         };
-        return cancel_locally(rt, conn, &job, msg);
+        return cancel_locally(rt, conn, &job, &msg);
     };
     let batch = match client.cancel(&batch_id) {
         Ok(b) => b,
@@ -100,6 +96,9 @@ pub(crate) fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, Refr
     };
     if job.provider_batch_id.is_none() {
         store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;
+        if let Some(f) = job.input_file_id.as_deref() {
+            client.input_consumed(f);
+        }
     }
     let job = store::tracked_job(conn, job_id)?;
     let prices = crate::store::prices::price_table(conn)

@@ -25,10 +25,11 @@
 use std::time::Duration;
 
 use ai_batch_core::lifecycle::{after_window, code, reconcile_step, ReconcileStep};
-use ai_batch_core::provider::{BatchView, ClientOptions, Provider, ProviderError};
+use ai_batch_core::provider::{BatchView, ClientOptions, JobLookup, Provider, ProviderError};
 use duckdb::Connection;
 
-use crate::store;
+use crate::refresh::RefreshError;
+use crate::store::{self, TrackedJob};
 
 /// Seconds one create attempt may take before the client gives up (default 60).
 /// Tests shorten it; the settle window follows it.
@@ -90,28 +91,60 @@ pub(crate) fn delete_input(client: &dyn Provider, file_id: &str) -> Result<(), P
     }
 }
 
-/// The batch of a job whose create may have been lost, looked up by job id and input
-/// file. The list is not read further back than an hour before the job was recorded.
+/// The batch of a job whose create may have been lost (see `JobLookup`: by job id and
+/// input file at OpenAI, by size and time among the batches no other job of this
+/// database owns at Anthropic). The list is not read further back than an hour before
+/// the job was recorded.
 pub(crate) fn find_batch(
+    conn: &Connection,
     client: &dyn Provider,
-    job_id: &str,
-    input_file_id: Option<&str>,
-    created_epoch: Option<i64>,
-) -> Result<Option<BatchView>, ProviderError> {
-    client.find_for_job(job_id, input_file_id, created_epoch.map(|t| t - 3600))
+    job: &TrackedJob,
+) -> Result<Option<BatchView>, RefreshError> {
+    let others = store::batch_ids_of_other_jobs(conn, &job.job_id)?;
+    let owned = |id: &str| others.contains(id);
+    Ok(client.find_for_job(&JobLookup {
+        job_id: &job.job_id,
+        input_file_id: job.input_file_id.as_deref(),
+        created_after: job.created_epoch.map(|t| t - 3600),
+        requests: job.requests,
+        owned: &owned,
+    })?)
 }
 
 /// Seals a job whose batch the list did not show: deletes its input file at the
 /// provider (a create naming a deleted file is refused, so one still in flight can no
-/// longer make a batch), then looks once more for a batch that landed meanwhile.
+/// longer make a batch), then looks once more for a batch that landed meanwhile. A
+/// provider that cannot fence a create (Anthropic) is only looked at once more: the
+/// caller has waited past the window in which a create could land.
 pub(crate) fn seal(
+    conn: &Connection,
     client: &dyn Provider,
-    job_id: &str,
+    job: &TrackedJob,
     input_file_id: &str,
-    created_epoch: Option<i64>,
-) -> Result<Option<BatchView>, ProviderError> {
-    delete_input(client, input_file_id)?;
-    find_batch(client, job_id, Some(input_file_id), created_epoch)
+) -> Result<Option<BatchView>, RefreshError> {
+    if client.fences_creates() {
+        delete_input(client, input_file_id)?;
+    }
+    let found = find_batch(conn, client, job)?;
+    if found.is_none() && !client.fences_creates() {
+        delete_input(client, input_file_id)?;
+    }
+    Ok(found)
+}
+
+/// What sealing did, for messages.
+pub(crate) fn sealed_text(client: &dyn Provider, file: &str) -> String {
+    if client.fences_creates() {
+        format!(
+            "the input file {file} was deleted at the provider, so that create can no longer land"
+        )
+    } else {
+        format!(
+            "{} cannot stop a create in flight, so none was waited for longer than the window \
+             ({CREATE_TIMEOUT_ENV} sets it); its staged request file {file} was removed",
+            client.name()
+        )
+    }
 }
 
 /// Deletes the input file of a create that surely made no batch, and says so.
@@ -123,17 +156,6 @@ pub(crate) fn delete_unused_input(client: &dyn Provider, file_id: &str) -> Strin
              delete it there by hand"
         ),
     }
-}
-
-/// A job in state `uploaded`, as reconciling needs it.
-pub(crate) struct Uploaded<'a> {
-    pub pk: i64,
-    pub job_id: &'a str,
-    pub input_file_id: &'a str,
-    /// When the job was recorded (Unix seconds): the list is not read further back.
-    pub created_epoch: Option<i64>,
-    /// When the last create attempt was sent (Unix ms), if ever.
-    pub sent_ms: Option<i64>,
 }
 
 /// How reconciling an `uploaded` job ended.
@@ -153,26 +175,21 @@ pub(crate) enum Outcome {
 pub(crate) fn reconcile(
     conn: &Connection,
     client: &dyn Provider,
-    job: &Uploaded<'_>,
+    job: &TrackedJob,
+    file: &str,
     window: Duration,
     now_ms: i64,
-) -> Result<Outcome, ProviderError> {
-    if let Some(b) = find_batch(
-        client,
-        job.job_id,
-        Some(job.input_file_id),
-        job.created_epoch,
-    )? {
+) -> Result<Outcome, RefreshError> {
+    if let Some(b) = find_batch(conn, client, job)? {
         return Ok(Outcome::Found(Box::new(b), None));
     }
-    let file = job.input_file_id;
     match reconcile_step(job.sent_ms, now_ms, window) {
-        ReconcileStep::Create => match create_batch(conn, client, job.pk, job.job_id, file) {
+        ReconcileStep::Create => match create_batch(conn, client, job.pk, &job.job_id, file) {
             Ok(b) => Ok(Outcome::Found(
                 Box::new(b),
                 Some("created now (no create had been sent for it before)".into()),
             )),
-            Err(e @ ProviderError::NotSent { .. }) => Err(e),
+            Err(e @ ProviderError::NotSent { .. }) => Err(e.into()),
             Err(e) if e.may_have_reached_provider() => Ok(Outcome::Waiting(format!(
                 "creating the batch may have reached {} but no answer came back: {e}; it is \
                  not created again, and the job is decided by the first batch_refresh() after {}",
@@ -197,23 +214,24 @@ pub(crate) fn reconcile(
             utc_text(decide_at_ms)
         ))),
         ReconcileStep::Seal => {
-            if let Some(b) = seal(client, job.job_id, file, job.created_epoch)? {
+            if let Some(b) = seal(conn, client, job, file)? {
                 return Ok(Outcome::Found(
                     Box::new(b),
                     Some(format!(
-                        "the batch appeared only after its input file {file} was deleted; if \
-                         the provider fails it for that, batch_retry sends its issues again"
+                        "the batch appeared only after the window in which its create could \
+                         land; if the provider fails it for its input file {file} being deleted, \
+                         batch_retry sends its issues again"
                     )),
                 ));
             }
             Ok(Outcome::Failed(
                 code::NOT_CREATED,
                 format!(
-                    "the provider never created a batch for this job: none carries its job id or \
-                     its input file {file}, {} s after the create was sent; the input file was \
-                     deleted at the provider, so that create can no longer land; nothing was \
-                     billed (batch_retry('{}') sends these issues again)",
+                    "the provider never created a batch for this job: none is its batch, {} s \
+                     after the create was sent; {}; nothing was billed (batch_retry('{}') sends \
+                     these issues again)",
                     window.as_secs_f64(),
+                    sealed_text(client, file),
                     job.job_id
                 ),
             ))

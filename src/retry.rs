@@ -78,6 +78,7 @@ pub(crate) fn retry(rt: &Arc<Runtime>, job_id: &str) -> Result<RetryResult, Subm
         let version = store::tracked_job(conn, job_id)?.processor_version;
         req.processor_version = Some(version).filter(|v| !v.is_empty());
         req.provider = job.provider.clone();
+        req.provider_given = true;
         req.base_url = base_url;
         if let Some(o) = options.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok()) {
             req.temperature = o.get("temperature").and_then(|v| v.as_f64());

@@ -77,6 +77,34 @@ pub struct BatchView {
     pub finished_at: Option<i64>,
 }
 
+/// What is known of a job whose batch is looked for ([`Provider::find_for_job`]):
+/// OpenAI finds it by the job id in its metadata or by its input file; Anthropic,
+/// whose batches carry neither, by its number of requests and creation time among the
+/// batches no other job owns, confirmed by the job id inside the results' `custom_id`s.
+pub struct JobLookup<'a> {
+    /// Our job id.
+    pub job_id: &'a str,
+    /// The staged input the batch was created from, when known.
+    pub input_file_id: Option<&'a str>,
+    /// Unix seconds: no earlier than this was a create sent.
+    pub created_after: Option<i64>,
+    /// Requests in the job's batch.
+    pub requests: u64,
+    /// Whether another job of ours already owns a provider batch id.
+    pub owned: &'a dyn Fn(&str) -> bool,
+}
+
+impl fmt::Debug for JobLookup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobLookup")
+            .field("job_id", &self.job_id)
+            .field("input_file_id", &self.input_file_id)
+            .field("created_after", &self.created_after)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A file staged at the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedFile {
@@ -91,6 +119,9 @@ pub struct StagedFile {
 pub trait Format: Sync + fmt::Debug {
     /// How much one batch file may hold.
     fn limits(&self) -> Limits;
+    /// Checks a job's options against what this provider takes, before any line is
+    /// written (bind time): a setting with no equivalent here is refused.
+    fn check_options(&self, opts: &RequestOptions) -> Result<(), RequestError>;
     /// Appends one request line (with its `\n`) asking `processor`'s question about
     /// an issue whose user message is `user_text`; returns the bytes appended. On error
     /// nothing is appended.
@@ -131,14 +162,18 @@ pub trait Provider: Send + Sync + fmt::Debug {
         job_id: &str,
         before_attempt: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<BatchView, ProviderError>;
-    /// The batch of our job: by its job id, or by the input file it was created
-    /// from; newest first, stopping at batches created before `created_after`.
-    fn find_for_job(
-        &self,
-        job_id: &str,
-        input_file_id: Option<&str>,
-        created_after: Option<i64>,
-    ) -> Result<Option<BatchView>, ProviderError>;
+    /// The batch of a job whose create may have been lost (see [`JobLookup`]), newest
+    /// first, not reading back past `created_after`.
+    fn find_for_job(&self, job: &JobLookup<'_>) -> Result<Option<BatchView>, ProviderError>;
+    /// Whether a create still in flight can be stopped from making a batch, by
+    /// deleting its staged input ([`Provider::delete_input`]): OpenAI refuses a create
+    /// naming a deleted file. Anthropic cannot be fenced: a lost create is decided
+    /// only by waiting past the window in which it could land.
+    fn fences_creates(&self) -> bool;
+    /// The batch made from a staged input is recorded: a provider that keeps a local
+    /// copy of staged input (Anthropic) drops it; one whose file is the batch's
+    /// input at the provider (OpenAI) keeps it. Best effort.
+    fn input_consumed(&self, input_file_id: &str);
     /// Staged input files named `filename`, created no earlier than `created_after`.
     fn find_inputs_named(
         &self,

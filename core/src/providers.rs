@@ -22,6 +22,16 @@ pub struct Known {
     pub default_base_url: &'static str,
     /// Its batch files' format.
     pub format: &'static dyn Format,
+    /// The model a submit uses when neither it nor its processor names one.
+    pub default_model: &'static str,
+    /// Whether a model name is one of this provider's (`claude-*` for Anthropic).
+    /// A model that is another provider's is refused at bind.
+    pub owns_model: fn(&str) -> bool,
+}
+
+/// Whether `model` is a Claude model (Anthropic's).
+pub fn is_claude(model: &str) -> bool {
+    model.trim().to_ascii_lowercase().starts_with("claude")
 }
 
 /// OpenAI's settings.
@@ -32,10 +42,35 @@ pub const OPENAI: Known = Known {
     base_url_env: "OPENAI_BASE_URL",
     default_base_url: crate::openai::DEFAULT_BASE_URL,
     format: &crate::openai::OpenAiJsonl,
+    default_model: "gpt-4o-mini",
+    // Fine-tunes, gateways and new families are OpenAI's unless they are Claude's.
+    owns_model: |m| !is_claude(m),
+};
+
+/// Anthropic's settings.
+pub const ANTHROPIC: Known = Known {
+    id: "anthropic",
+    name: "Anthropic",
+    key_env: "ANTHROPIC_API_KEY",
+    base_url_env: "ANTHROPIC_BASE_URL",
+    default_base_url: crate::anthropic::DEFAULT_BASE_URL,
+    format: &crate::anthropic::AnthropicJsonl,
+    default_model: "claude-haiku-4-5",
+    owns_model: is_claude,
 };
 
 /// The providers ai_batch can talk to.
-pub const SUPPORTED: [Known; 1] = [OPENAI];
+pub const SUPPORTED: [Known; 2] = [OPENAI, ANTHROPIC];
+
+/// The provider a model belongs to when none is named: Anthropic for `claude-*`,
+/// OpenAI otherwise.
+pub fn for_model(model: &str) -> &'static Known {
+    if is_claude(model) {
+        &ANTHROPIC
+    } else {
+        &OPENAI
+    }
+}
 
 /// The settings of provider `id`, when ai_batch can talk to it.
 pub fn known(id: &str) -> Option<&'static Known> {
@@ -93,6 +128,21 @@ mod tests {
         assert!(known("acme").is_none());
         let p = for_name("anthropic", "http://127.0.0.1:9", "k".into(), opts()).unwrap();
         assert_eq!(p.name(), "Anthropic");
+        let k = known("anthropic").unwrap();
+        assert_eq!(
+            (k.key_env, k.base_url_env, k.name),
+            ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "Anthropic")
+        );
+        assert_eq!(for_model("claude-haiku-4-5").id, "anthropic");
+        assert_eq!(for_model(" Claude-Sonnet-4-5").id, "anthropic");
+        for m in ["gpt-4o-mini", "o3", "ft:gpt-4o-mini:acme::x", "llama-3"] {
+            assert_eq!(for_model(m).id, "openai", "{m}");
+            assert!((OPENAI.owns_model)(m) && !(ANTHROPIC.owns_model)(m), "{m}");
+        }
+        assert!(!(OPENAI.owns_model)("claude-haiku-4-5"));
+        for k in SUPPORTED {
+            assert!((k.owns_model)(k.default_model), "{}", k.id);
+        }
         assert_eq!(p.format().limits().max_requests, 100_000);
         let e = for_name("acme", "http://127.0.0.1:9/v1", "k".into(), opts()).unwrap_err();
         assert!(e.to_string().contains("unknown provider 'acme'"), "{e}");

@@ -172,8 +172,9 @@ impl RequestOptions {
         }
     }
 
-    /// Checks the options before any line is written.
-    pub fn validate(&self) -> Result<(), RequestError> {
+    /// Checks what every provider requires of the options: a model name, a
+    /// temperature from 0 to 2, an output cap of at least 1.
+    pub fn validate_common(&self) -> Result<(), RequestError> {
         let m = self.model.trim();
         if m.is_empty() || self.model.len() > 256 || m.len() != self.model.len() {
             return Err(RequestError::InvalidModel(self.model.clone()));
@@ -186,6 +187,12 @@ impl RequestOptions {
         if self.max_output_tokens == Some(0) {
             return Err(RequestError::InvalidMaxOutputTokens);
         }
+        Ok(())
+    }
+
+    /// Checks the options of an OpenAI request before any line is written.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        self.validate_common()?;
         if let Some(effort) = &self.reasoning_effort {
             if !REASONING_EFFORTS.contains(&effort.as_str()) {
                 return Err(RequestError::InvalidReasoningEffort(effort.clone()));

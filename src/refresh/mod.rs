@@ -337,16 +337,10 @@ fn refresh_uploaded(
     };
     let window = reconcile::settle_window(&clients.opts);
     let client = clients.get(job)?;
-    let uploaded = reconcile::Uploaded {
-        pk: job.pk,
-        job_id: &job.job_id,
-        input_file_id: file_id,
-        created_epoch: job.created_epoch,
-        sent_ms: job.sent_ms,
-    };
-    match reconcile::reconcile(conn, client, &uploaded, window, crate::jobid::now_ms())? {
+    match reconcile::reconcile(conn, client, job, file_id, window, crate::jobid::now_ms())? {
         Outcome::Found(batch, note) => {
             store::job_created(conn, job.pk, &batch.id, batch.status.as_str())?;
+            client.input_consumed(file_id);
             let job = store::tracked_job(conn, &job.job_id)?;
             let uploaded = JobStatus::Uploaded.as_str();
             let mut row =

@@ -333,12 +333,14 @@ pub(crate) struct TrackedJob {
     /// When the last create was sent (Unix ms), if ever.
     pub sent_ms: Option<i64>,
     pub collected: bool,
+    /// Requests in its batch (one per issue).
+    pub requests: u64,
 }
 
 const TRACKED_SQL: &str =
     "SELECT id, job_id, status, processor, coalesce(processor_version, ''), model, \
     base_url, provider_batch_id, input_file_id, epoch(created_at)::BIGINT, \
-    collected_at IS NOT NULL, epoch_ms(submitted_at), provider FROM batch_jobs";
+    collected_at IS NOT NULL, epoch_ms(submitted_at), provider, issues_count FROM batch_jobs";
 
 fn tracked_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<TrackedJob> {
     Ok(TrackedJob {
@@ -355,7 +357,22 @@ fn tracked_from_row(r: &duckdb::Row<'_>) -> duckdb::Result<TrackedJob> {
         collected: r.get(10)?,
         sent_ms: r.get(11)?,
         provider: r.get(12)?,
+        requests: r.get::<_, Option<i64>>(13)?.unwrap_or(0).max(0) as u64,
     })
+}
+
+/// The provider batch ids that jobs other than `job_id` hold (a batch found for a
+/// lost create must not be one of them).
+pub(crate) fn batch_ids_of_other_jobs(
+    conn: &Connection,
+    job_id: &str,
+) -> duckdb::Result<std::collections::HashSet<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT provider_batch_id FROM batch_jobs \
+         WHERE provider_batch_id IS NOT NULL AND job_id <> ?",
+    )?;
+    let ids = stmt.query_map([job_id], |r| r.get::<_, String>(0))?;
+    ids.collect()
 }
 
 /// One job by its job id, as refresh and cancel need it.

@@ -67,7 +67,7 @@ pub fn submit(rt: &Arc<Runtime>, req: &SubmitRequest) -> Result<SubmitResult, Su
     let proc_: &Processor = &proc_;
     let with_default_model;
     let req = match proc_.default_model() {
-        Some(m) if !req.model_given => {
+        Some(m) if req.takes_default_model(m) => {
             let mut r = req.clone();
             r.set_model_and_provider(Some(m.to_string()), None)?;
             r.validate()?;

@@ -11,10 +11,10 @@ use ai_batch_core::text::echo;
 
 use super::error::SubmitError;
 
-/// The default model when `model :=` is not given.
-pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
-/// The only provider so far.
-pub const DEFAULT_PROVIDER: &str = "openai";
+/// The default model when neither `model :=` nor `provider :=` is given.
+pub const DEFAULT_MODEL: &str = ai_batch_core::providers::OPENAI.default_model;
+/// The provider when neither `provider :=` nor the model names one.
+pub const DEFAULT_PROVIDER: &str = ai_batch_core::providers::OPENAI.id;
 /// Which issues to take.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selection {
@@ -60,6 +60,9 @@ pub struct SubmitRequest {
     /// Whether `model :=` was given (else the processor's default model, if any, is used).
     pub model_given: bool,
     pub provider: String,
+    /// Whether the provider was named (`provider :=` or a `provider:` model prefix);
+    /// else it follows the model (`claude-*` is Anthropic's).
+    pub provider_given: bool,
     pub base_url: Option<String>,
     pub dry_run: bool,
     pub reprocess: bool,
@@ -97,6 +100,7 @@ impl SubmitRequest {
             model: DEFAULT_MODEL.to_string(),
             model_given: false,
             provider: DEFAULT_PROVIDER.to_string(),
+            provider_given: false,
             base_url: None,
             dry_run: false,
             reprocess: false,
@@ -120,7 +124,9 @@ impl SubmitRequest {
     /// Applies `model :=` and `provider :=` (either may be absent). The model may carry
     /// the gh-analysis `provider:model` prefix (`openai:gpt-4o-mini`): the prefix picks the
     /// provider and is not part of the model name. Only known provider names count as a
-    /// prefix, so OpenAI's fine-tuned names (`ft:gpt-4o-mini:org::id`) stay whole.
+    /// prefix, so OpenAI's fine-tuned names (`ft:gpt-4o-mini:org::id`) stay whole. A
+    /// provider named without a model takes that provider's default model; a model
+    /// without a named provider picks its provider (`claude-*`: Anthropic).
     pub fn set_model_and_provider(
         &mut self,
         model: Option<String>,
@@ -143,14 +149,35 @@ impl SubmitRequest {
             }
             if let Some(pre) = prefix {
                 self.provider = pre;
+                self.provider_given = true;
             }
             self.model = name.to_string();
             self.model_given = true;
         }
         if let Some(p) = provider {
             self.provider = p;
+            self.provider_given = true;
+        }
+        if !self.provider_given {
+            self.provider = ai_batch_core::providers::for_model(&self.model)
+                .id
+                .to_string();
+        } else if !self.model_given {
+            if let Some(k) = ai_batch_core::providers::known(&self.provider) {
+                self.model = k.default_model.to_string();
+            }
         }
         Ok(())
+    }
+
+    /// Whether a processor's default model may stand in for `model :=`: not when the
+    /// request names a provider the model is not of (`provider := 'anthropic'` with a
+    /// processor that defaults to an OpenAI model takes Anthropic's default model).
+    pub fn takes_default_model(&self, model: &str) -> bool {
+        !self.model_given
+            && (!self.provider_given
+                || ai_batch_core::providers::known(&self.provider)
+                    .is_some_and(|k| (k.owns_model)(split_model_prefix(model).1)))
     }
 
     /// Checks what can be checked without the database (bind time).
@@ -163,16 +190,23 @@ impl SubmitRequest {
                     .into(),
             ));
         }
-        if KNOWN_PROVIDERS.contains(&self.provider.as_str()) && self.provider != DEFAULT_PROVIDER {
+        let Some(known) = ai_batch_core::providers::known(&self.provider) else {
             return Err(SubmitError::Invalid(format!(
-                "provider {} is not supported yet (only openai so far: use an OpenAI model such as 'gpt-4o-mini' or 'openai:gpt-4o-mini')",
-                self.provider
+                "unknown provider '{}' (supported: {})",
+                echo(&self.provider),
+                KNOWN_PROVIDERS.join(", ")
             )));
-        }
-        if self.provider != DEFAULT_PROVIDER {
+        };
+        if !(known.owns_model)(&self.model) {
             return Err(SubmitError::Invalid(format!(
-                "unknown provider '{}' (supported: openai)",
-                echo(&self.provider)
+                "model '{}' is not a {} model but the provider is {} (pass a {} model such as \
+                 '{}', or provider := '{}')",
+                echo(&self.model),
+                known.name,
+                known.id,
+                known.name,
+                known.default_model,
+                ai_batch_core::providers::for_model(&self.model).id
             )));
         }
         self.request_options()?;
@@ -182,7 +216,8 @@ impl SubmitRequest {
             // echoed: whatever was pasted into it stays out of error messages.
             ai_batch_core::http::validate_base_url(url).map_err(|reason| {
                 SubmitError::Invalid(format!(
-                    "invalid base_url: {reason} (pass e.g. 'https://api.openai.com/v1'; plain http:// only for 127.0.0.1, localhost or [::1])"
+                    "invalid base_url: {reason} (pass e.g. '{}'; plain http:// only for 127.0.0.1, localhost or [::1])",
+                    self.known_provider().default_base_url
                 ))
             })?;
         }
@@ -235,7 +270,9 @@ impl SubmitRequest {
             max_output_tokens,
             reasoning_effort: self.reasoning_effort.clone(),
         };
-        opts.validate()
+        self.known_provider()
+            .format
+            .check_options(&opts)
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         Ok(opts)
     }
@@ -510,17 +547,63 @@ mod tests {
         let mut a = SubmitRequest::new("product-labeling", Selection::All);
         a.set_model_and_provider(Some("anthropic:claude-sonnet-4-5".into()), None)
             .unwrap();
-        assert_eq!(a.model, "claude-sonnet-4-5");
-        let msg = a.validate().unwrap_err().to_string();
-        assert!(
-            msg.contains("provider anthropic is not supported yet"),
-            "{msg}"
+        assert_eq!(
+            (a.model.as_str(), a.provider.as_str()),
+            ("claude-sonnet-4-5", "anthropic")
         );
+        a.validate().unwrap();
         let clash = a
             .set_model_and_provider(Some("anthropic:x".into()), Some("openai".into()))
             .unwrap_err()
             .to_string();
         assert!(clash.contains("names provider anthropic"), "{clash}");
+    }
+
+    #[test]
+    fn the_model_picks_the_provider_and_the_provider_the_default_model() {
+        let set = |m: Option<&str>, p: Option<&str>| {
+            let mut r = SubmitRequest::new("product-labeling", Selection::All);
+            r.set_model_and_provider(m.map(Into::into), p.map(Into::into))
+                .map(|_| r)
+        };
+        let r = set(Some("claude-haiku-4-5"), None).unwrap();
+        assert_eq!(r.provider, "anthropic");
+        r.validate().unwrap();
+        let r = set(None, Some("Anthropic")).unwrap();
+        assert_eq!(
+            (r.model.as_str(), r.provider.as_str()),
+            ("claude-haiku-4-5", "anthropic")
+        );
+        let r = set(None, None).unwrap();
+        assert_eq!((r.model.as_str(), r.provider.as_str()), (DEFAULT_MODEL, "openai"));
+        // A model that is not the named provider's is refused, naming both.
+        for (m, p) in [("gpt-4o-mini", "anthropic"), ("claude-haiku-4-5", "openai")] {
+            let msg = set(Some(m), Some(p)).unwrap().validate().unwrap_err().to_string();
+            assert!(msg.contains(m) && msg.contains(p), "{msg}");
+        }
+        // Options Anthropic has no equivalent for are refused at bind.
+        let mut r = set(Some("claude-haiku-4-5"), None).unwrap();
+        r.temperature = Some(1.5);
+        let msg = r.validate().unwrap_err().to_string();
+        assert!(msg.contains("0 to 1"), "{msg}");
+        r.temperature = Some(0.5);
+        r.reasoning_effort = Some("minimal".into());
+        let msg = r.validate().unwrap_err().to_string();
+        assert!(msg.contains("no Anthropic equivalent"), "{msg}");
+        r.reasoning_effort = Some("high".into());
+        r.validate().unwrap();
+        let msg = set(Some("claude-3-haiku-20240307"), None)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("structured outputs"), "{msg}");
+        // A processor's default model stands in only when it fits the named provider.
+        let r = set(None, Some("anthropic")).unwrap();
+        assert!(!r.takes_default_model("gpt-4.1-mini"));
+        assert!(r.takes_default_model("claude-sonnet-4-5"));
+        assert!(set(None, None).unwrap().takes_default_model("gpt-4.1-mini"));
+        assert!(!set(Some("gpt-4o"), None).unwrap().takes_default_model("gpt-4.1-mini"));
     }
 
     #[test]

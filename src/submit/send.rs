@@ -194,6 +194,7 @@ pub(crate) fn create_job(
             crate::failpoint::hit("submit_after_create");
             let status = batch.status.as_str().to_string();
             store::job_created(conn, job_pk, &batch.id, &status).map_err(db)?;
+            client.input_consumed(file_id);
             Ok((status, batch.id))
         }
         Err(e) if lifecycle::is_queue_full(e.code(), Some(&e.to_string())) => {

@@ -28,7 +28,8 @@ use crate::http::{Auth, HttpError, Service};
 use crate::lifecycle::JobStatus;
 use crate::processor::Processor;
 use crate::provider::{
-    BatchView, Format, Limits, Provider, ProviderError, RequestCounts as Neutral, StagedFile,
+    BatchView, Format, JobLookup, Limits, Provider, ProviderError, RequestCounts as Neutral,
+    StagedFile,
 };
 use crate::requests::{RequestError, RequestOptions};
 use crate::results::ParsedResults;
@@ -43,6 +44,8 @@ pub use wire::{
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The API version sent as `anthropic-version`.
 pub const API_VERSION: &str = "2023-06-01";
+/// Where staged request files are kept, beside the file staged.
+pub const STAGED_DIR: &str = "staged";
 /// Anthropic's limit on requests in one batch.
 pub const MAX_REQUESTS_PER_BATCH: usize = 100_000;
 /// Anthropic's limit is 256 MB per batch; a shard stays below this (the create body
@@ -293,6 +296,13 @@ impl Format for AnthropicJsonl {
         }
     }
 
+    fn check_options(&self, opts: &RequestOptions) -> Result<(), RequestError> {
+        opts.validate_common()?;
+        request::check_options(opts)
+            .map(|_| ())
+            .map_err(|e| RequestError::Provider(e.to_string()))
+    }
+
     fn write_line(
         &self,
         out: &mut Vec<u8>,
@@ -330,12 +340,31 @@ impl Provider for AnthropicProvider {
         &AnthropicJsonl
     }
 
-    /// Nothing is uploaded: the JSONL at `path` is checked and its path kept.
-    fn stage_input(&self, path: &Path, _filename: &str) -> Result<StagedFile, ProviderError> {
+    /// Nothing is uploaded: the JSONL at `path` is checked and kept as
+    /// `staged/<filename>` beside it (a hard link, else a copy), which outlives the
+    /// caller's file until the batch is recorded ([`Provider::input_consumed`]) or
+    /// surely not created ([`Provider::delete_input`]): a create sent again later (a
+    /// queued job, one whose create was never sent) reads it. Its path is the
+    /// "input file id".
+    fn stage_input(&self, path: &Path, filename: &str) -> Result<StagedFile, ProviderError> {
         self.staged_shape(path)?;
-        let id = path.to_str().ok_or_else(|| HttpError::InvalidArgument {
+        let local = |what: &'static str, at: &Path, source| HttpError::LocalIo {
             service: SERVICE.name,
-            detail: format!("the request file path {} is not UTF-8", path.display()),
+            op: "stage requests",
+            what,
+            path: at.to_path_buf(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new(".")).join(STAGED_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| local("cannot create", &dir, e))?;
+        let kept = dir.join(Path::new(filename).file_name().unwrap_or_default());
+        let _ = std::fs::remove_file(&kept);
+        if std::fs::hard_link(path, &kept).is_err() {
+            std::fs::copy(path, &kept).map_err(|e| local("cannot copy to", &kept, e))?;
+        }
+        let id = kept.to_str().ok_or_else(|| HttpError::InvalidArgument {
+            service: SERVICE.name,
+            detail: format!("the request file path {} is not UTF-8", kept.display()),
         })?;
         Ok(StagedFile {
             id: id.to_string(),
@@ -358,28 +387,27 @@ impl Provider for AnthropicProvider {
             .map(|b| b.to_view())
     }
 
-    /// Without metadata: the one batch created since `created_after` with the staged
-    /// file's number of requests, confirmed by its results once ended (see
-    /// [`AnthropicProvider::find_lost_create`]; other jobs' batches are not excluded
-    /// here: the caller that knows them uses that method).
-    fn find_for_job(
-        &self,
-        job_id: &str,
-        input_file_id: Option<&str>,
-        created_after: Option<i64>,
-    ) -> Result<Option<BatchView>, ProviderError> {
-        let Some(path) = input_file_id else {
-            return Ok(None);
-        };
-        let shape = self.staged_shape(Path::new(path))?;
+    /// Without metadata: the one batch created since `created_after` with the job's
+    /// number of requests that no other job owns, confirmed by its results once ended
+    /// (see [`AnthropicProvider::find_lost_create`]).
+    fn find_for_job(&self, job: &JobLookup<'_>) -> Result<Option<BatchView>, ProviderError> {
         let now = now_secs();
         let lost = reconcile::LostCreate {
-            job_id,
-            requests: shape.lines,
-            sent_from: created_after.unwrap_or(0),
+            job_id: job.job_id,
+            requests: job.requests,
+            sent_from: job.created_after.unwrap_or(0),
             land_by: now,
         };
-        self.find_lost_create(&lost, &|_| false, now)
+        self.find_lost_create(&lost, job.owned, now)
+    }
+
+    fn fences_creates(&self) -> bool {
+        false
+    }
+
+    /// The staged copy is no longer needed once the batch is recorded.
+    fn input_consumed(&self, input_file_id: &str) {
+        let _ = std::fs::remove_file(input_file_id);
     }
 
     /// Nothing is uploaded at Anthropic: there is nothing to find.
@@ -404,9 +432,18 @@ impl Provider for AnthropicProvider {
         self.client.download_results(file_id, max_bytes)
     }
 
-    /// Nothing was uploaded; the local file is the caller's.
-    fn delete_input(&self, _file_id: &str) -> Result<(), ProviderError> {
-        Ok(())
+    /// Nothing was uploaded: the staged local copy is removed.
+    fn delete_input(&self, file_id: &str) -> Result<(), ProviderError> {
+        match std::fs::remove_file(file_id) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(HttpError::LocalIo {
+                service: SERVICE.name,
+                op: "delete staged requests",
+                what: "cannot remove",
+                path: file_id.into(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -97,30 +97,9 @@ impl AnthropicOptions {
         opts: &RequestOptions,
         processor: &Processor,
     ) -> Result<AnthropicOptions, AnthropicRequestError> {
-        let model = opts
-            .model
-            .strip_prefix("anthropic:")
-            .unwrap_or(&opts.model)
-            .to_string();
-        if !supports_structured_outputs(&model) {
-            return Err(AnthropicRequestError::NoStructuredOutputs(model));
-        }
-        if let Some(t) = opts.temperature {
-            if !(0.0..=MAX_TEMPERATURE).contains(&t) {
-                return Err(AnthropicRequestError::Temperature(t));
-            }
-        }
-        let effort = match opts.reasoning_effort.as_deref() {
-            None | Some("none") => None,
-            Some(e) => Some(
-                *EFFORTS
-                    .iter()
-                    .find(|x| **x == e)
-                    .ok_or_else(|| AnthropicRequestError::Effort(e.to_string()))?,
-            ),
-        };
+        let (model, effort) = check_options(opts)?;
         Ok(AnthropicOptions {
-            model,
+            model: model.to_string(),
             max_tokens: opts
                 .max_output_tokens
                 .unwrap_or_else(|| default_max_tokens(processor)),
@@ -128,6 +107,37 @@ impl AnthropicOptions {
             effort,
         })
     }
+}
+
+/// Checks a job's options for Anthropic (bind time, and each [`AnthropicOptions`]):
+/// the model (without its `anthropic:` prefix) must take structured outputs, the
+/// temperature be within 0..=1, the reasoning effort have an equivalent. Returns the
+/// model and the `output_config.effort` to send.
+pub fn check_options(
+    opts: &RequestOptions,
+) -> Result<(&str, Option<&'static str>), AnthropicRequestError> {
+    let model = opts
+        .model
+        .strip_prefix("anthropic:")
+        .unwrap_or(&opts.model);
+    if !supports_structured_outputs(model) {
+        return Err(AnthropicRequestError::NoStructuredOutputs(model.to_string()));
+    }
+    if let Some(t) = opts.temperature {
+        if !(0.0..=MAX_TEMPERATURE).contains(&t) {
+            return Err(AnthropicRequestError::Temperature(t));
+        }
+    }
+    let effort = match opts.reasoning_effort.as_deref() {
+        None | Some("none") => None,
+        Some(e) => Some(
+            *EFFORTS
+                .iter()
+                .find(|x| **x == e)
+                .ok_or_else(|| AnthropicRequestError::Effort(e.to_string()))?,
+        ),
+    };
+    Ok((model, effort))
 }
 
 /// `max_tokens` for a job that gives none (see [`MIN_DEFAULT_MAX_TOKENS`]).

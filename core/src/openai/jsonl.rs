@@ -23,6 +23,10 @@ impl Format for OpenAiJsonl {
         }
     }
 
+    fn check_options(&self, opts: &RequestOptions) -> Result<(), RequestError> {
+        opts.validate()
+    }
+
     fn write_line(
         &self,
         out: &mut Vec<u8>,

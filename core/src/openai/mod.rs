@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::http::{HttpError, Service};
 use crate::lifecycle::JobStatus;
 use crate::provider::{
-    BatchErrorLine, BatchView, Format, Provider, ProviderError, RequestCounts as NeutralCounts,
-    StagedFile,
+    BatchErrorLine, BatchView, Format, JobLookup, Provider, ProviderError,
+    RequestCounts as NeutralCounts, StagedFile,
 };
 
 pub use crate::http::{ApiError, ClientOptions, TransportError, TransportKind};
@@ -252,17 +252,21 @@ impl Provider for OpenAiProvider {
             .map(|b| b.to_view())
     }
 
-    fn find_for_job(
-        &self,
-        job_id: &str,
-        input_file_id: Option<&str>,
-        created_after: Option<i64>,
-    ) -> Result<Option<BatchView>, ProviderError> {
+    /// By the job id in the batch's metadata, or by its input file (a batch is made
+    /// from one file, and each of ours belongs to one job).
+    fn find_for_job(&self, job: &JobLookup<'_>) -> Result<Option<BatchView>, ProviderError> {
         Ok(self
             .client
-            .find_batch_for_job(job_id, input_file_id, created_after)?
+            .find_batch_for_job(job.job_id, job.input_file_id, job.created_after)?
             .map(|b| b.to_view()))
     }
+
+    fn fences_creates(&self) -> bool {
+        true
+    }
+
+    /// The uploaded file is the batch's input at OpenAI: it stays.
+    fn input_consumed(&self, _input_file_id: &str) {}
 
     fn find_inputs_named(
         &self,
