@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use ai_batch_core::cost::{par_map, Encoding, RequestTokenCounter};
+use ai_batch_core::cost::{par_map, RequestTokenCounter, TokenEstimate};
 use ai_batch_core::processor::{CommentInput, IssueInput, Processor};
 use ai_batch_core::provider::Format;
 use ai_batch_core::requests::{
@@ -160,8 +160,8 @@ pub fn build_requests<E: From<BuildError>>(
     times: &mut BuildTimes,
     on_job: &mut dyn FnMut(BuiltJob) -> Result<(), E>,
 ) -> Result<(), E> {
-    let (encoding, _) = Encoding::for_model_or_approx(&opts.model);
-    let counter = RequestTokenCounter::new(processor, encoding).map_err(build_err)?;
+    let method = TokenEstimate::for_model(&opts.model);
+    let counter = RequestTokenCounter::new(processor, method.encoding).map_err(build_err)?;
     let limits = format.limits();
     let mut sharder = Sharder::with_limits(
         max_requests_per_job.unwrap_or(limits.max_requests),
@@ -190,7 +190,7 @@ pub fn build_requests<E: From<BuildError>>(
             },
             |i| {
                 let text = processor.user_message(i).text;
-                let tokens = counter.count_user_text(&text) as u64;
+                let tokens = method.scale(counter.count_user_text(&text) as u64);
                 (text, tokens)
             },
         );

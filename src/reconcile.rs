@@ -28,8 +28,17 @@ use ai_batch_core::lifecycle::{after_window, code, reconcile_step, ReconcileStep
 use ai_batch_core::provider::{BatchView, ClientOptions, JobLookup, Provider, ProviderError};
 use duckdb::Connection;
 
-use crate::refresh::RefreshError;
 use crate::store::{self, TrackedJob};
+
+/// Why a lookup could not decide: the provider failed, or the database did (reading
+/// which batches other jobs own).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReconcileError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Db(#[from] duckdb::Error),
+}
 
 /// Seconds one create attempt may take before the client gives up (default 60).
 /// Tests shorten it; the settle window follows it.
@@ -99,7 +108,7 @@ pub(crate) fn find_batch(
     conn: &Connection,
     client: &dyn Provider,
     job: &TrackedJob,
-) -> Result<Option<BatchView>, RefreshError> {
+) -> Result<Option<BatchView>, ReconcileError> {
     let others = store::batch_ids_of_other_jobs(conn, &job.job_id)?;
     let owned = |id: &str| others.contains(id);
     Ok(client.find_for_job(&JobLookup {
@@ -121,7 +130,7 @@ pub(crate) fn seal(
     client: &dyn Provider,
     job: &TrackedJob,
     input_file_id: &str,
-) -> Result<Option<BatchView>, RefreshError> {
+) -> Result<Option<BatchView>, ReconcileError> {
     if client.fences_creates() {
         delete_input(client, input_file_id)?;
     }
@@ -179,7 +188,7 @@ pub(crate) fn reconcile(
     file: &str,
     window: Duration,
     now_ms: i64,
-) -> Result<Outcome, RefreshError> {
+) -> Result<Outcome, ReconcileError> {
     if let Some(b) = find_batch(conn, client, job)? {
         return Ok(Outcome::Found(Box::new(b), None));
     }

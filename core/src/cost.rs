@@ -380,6 +380,76 @@ impl<'a> RequestTokenCounter<'a> {
 }
 
 // ---------------------------------------------------------------------------
+// How input tokens are estimated
+// ---------------------------------------------------------------------------
+
+/// Claude's input tokens are estimated as the o200k_base count times this many
+/// percent (rounded up). There is no public Claude tokenizer; Anthropic's newer
+/// tokenizers produce more tokens than OpenAI's o200k_base for the same English text
+/// and code, and published comparisons put them at roughly 1.1 to 1.3 times. 125 %
+/// errs high, so that an estimate and a `max_cost` budget are not undercut; the actual
+/// tokens come from each result's `usage` and `batch_history()` shows both.
+pub const CLAUDE_PERCENT_OF_O200K: u64 = 125;
+
+/// How a job's input tokens are estimated: counted with a tiktoken encoding, exactly
+/// (the model's own), approximately (no tokenizer known for the model), or scaled
+/// (Claude). Recorded with the job (`batch_jobs.estimate_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenEstimate {
+    /// The encoding counted with.
+    pub encoding: Encoding,
+    /// Whether it is the model's own tokenizer.
+    pub exact: bool,
+    /// The count is multiplied by this many percent (100: as counted).
+    pub percent: u64,
+}
+
+impl TokenEstimate {
+    /// The method for `model`.
+    pub fn for_model(model: &str) -> TokenEstimate {
+        if crate::models::is_claude(base_model(model).as_str()) {
+            return TokenEstimate {
+                encoding: Encoding::O200kBase,
+                exact: false,
+                percent: CLAUDE_PERCENT_OF_O200K,
+            };
+        }
+        let (encoding, exact) = Encoding::for_model_or_approx(model);
+        TokenEstimate {
+            encoding,
+            exact,
+            percent: 100,
+        }
+    }
+
+    /// Scales a count made with [`TokenEstimate::encoding`] (rounded up).
+    pub fn scale(&self, counted: u64) -> u64 {
+        if self.percent == 100 {
+            counted
+        } else {
+            counted.saturating_mul(self.percent).div_ceil(100)
+        }
+    }
+
+    /// The text kept in `batch_jobs.estimate_method`.
+    pub fn label(&self) -> String {
+        match (self.exact, self.percent) {
+            (true, _) => format!("{} (the model's tokenizer)", self.encoding.name()),
+            (false, 100) => format!(
+                "{} (approximation: no tokenizer known for the model)",
+                self.encoding.name()
+            ),
+            (false, p) => format!(
+                "{} x {}.{:02} (no public tokenizer for the model)",
+                self.encoding.name(),
+                p / 100,
+                p % 100
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Prices
 // ---------------------------------------------------------------------------
 
@@ -411,6 +481,20 @@ pub(crate) const BUILTIN_BATCH_PRICES: &[(&str, f64, f64)] = &[
     ("o1-mini", 0.55, 2.20),
     ("gpt-4-turbo", 5.00, 15.00),
     ("gpt-3.5-turbo", 0.25, 0.75),
+    // Anthropic's Message Batches (50 % of the standard rates). Source: Anthropic's
+    // pricing page (docs.anthropic.com/en/docs/about-claude/pricing), whose batch table
+    // lists Opus 4 / 4.1 at 7.50 / 37.50 and Sonnet 4 at 1.50 / 7.50; the 4.5 and 4.6
+    // generation halved from the standard rates of copies of that page dated January
+    // to March 2026 (Opus 5 / 25, Sonnet 3 / 15, Haiku 4.5 1 / 5). Checked 2026-11.
+    // Only models that take structured outputs are listed (older ones are refused).
+    ("claude-opus-4-6", 2.50, 12.50),
+    ("claude-opus-4-5", 2.50, 12.50),
+    ("claude-opus-4-1", 7.50, 37.50),
+    ("claude-opus-4", 7.50, 37.50),
+    ("claude-sonnet-4-6", 1.50, 7.50),
+    ("claude-sonnet-4-5", 1.50, 7.50),
+    ("claude-sonnet-4", 1.50, 7.50),
+    ("claude-haiku-4-5", 0.50, 2.50),
 ];
 
 /// Words in a model name that mark a variant priced differently from its family:
@@ -524,8 +608,9 @@ fn strip_snapshot(model: &str) -> Option<&str> {
             return Some(base);
         }
     }
+    // `-0613` (OpenAI) and `-20251001` (Anthropic).
     match model.rsplit_once('-') {
-        Some((base, mmdd)) if digits(mmdd, 4) && !base.is_empty() => Some(base),
+        Some((base, d)) if (digits(d, 4) || digits(d, 8)) && !base.is_empty() => Some(base),
         _ => None,
     }
 }
@@ -633,6 +718,12 @@ impl PriceTable {
             if rest.split('-').any(|w| PREFIX_STOP_WORDS.contains(&w)) {
                 continue;
             }
+            // `claude-opus-4-7` is a newer version, not a variant of `claude-opus-4`.
+            if rest.split('-').next().is_some_and(|w| {
+                (1..=2).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_digit())
+            }) {
+                continue;
+            }
             if best.is_none_or(|(b, _)| row.model.len() > b.model.len()) {
                 best = Some((row, *source));
             }
@@ -715,11 +806,11 @@ pub fn expected_output_tokens(
 /// exact tokenizer, or no price). The one place a job's estimate is priced.
 pub fn price_and_note(prices: &PriceTable, model: &str) -> (Option<ModelPrice>, Option<String>) {
     let mut notes = Vec::new();
-    let (encoding, exact) = Encoding::for_model_or_approx(model);
-    if !exact {
+    let method = TokenEstimate::for_model(model);
+    if !method.exact {
         notes.push(format!(
-            "tokens counted with {} as an approximation: no tokenizer is known for model '{}'",
-            encoding.name(),
+            "input tokens estimated as {}: no tokenizer is known for model '{}'",
+            method.label(),
             crate::text::echo(model)
         ));
     }
@@ -1028,10 +1119,10 @@ mod tests {
         assert_eq!(get("gpt-5-pro").unwrap().0, "gpt-5-pro");
         assert_eq!(get("o3-mini").unwrap().0, "o3-mini");
         // Unknown models: a reason, not a panic.
-        let e = t.lookup("claude-sonnet-4").unwrap_err();
+        let e = t.lookup("mistral-large").unwrap_err();
         assert!(e
             .to_string()
-            .contains("no price known for model 'claude-sonnet-4'"));
+            .contains("no price known for model 'mistral-large'"));
         assert!(e.reason.contains("add a row"));
         let e = t.lookup("ft:gpt-4o-mini:acme::x").unwrap_err();
         assert!(e.reason.contains("fine-tuned"));
@@ -1170,6 +1261,23 @@ mod tests {
     }
 
     #[test]
+    fn token_estimates_name_their_method() {
+        let exact = TokenEstimate::for_model("gpt-4o-mini");
+        assert_eq!((exact.exact, exact.scale(1000)), (true, 1000));
+        assert_eq!(exact.label(), "o200k_base (the model's tokenizer)");
+        let approx = TokenEstimate::for_model("llama-3");
+        assert_eq!((approx.exact, approx.scale(7)), (false, 7));
+        assert!(approx.label().contains("approximation"));
+        let claude = TokenEstimate::for_model("Claude-Haiku-4-5");
+        assert_eq!(claude.encoding, Encoding::O200kBase);
+        assert_eq!((claude.scale(1000), claude.scale(3)), (1250, 4));
+        assert_eq!(
+            claude.label(),
+            "o200k_base x 1.25 (no public tokenizer for the model)"
+        );
+    }
+
+    #[test]
     fn price_and_note_says_when_the_estimate_is_partial() {
         let prices = PriceTable::builtin();
         let (price, note) = price_and_note(&prices, "gpt-4o-mini");
@@ -1178,12 +1286,37 @@ mod tests {
         assert_eq!(p.model, "gpt-4o-mini");
         assert_eq!(estimate_cost(0, 0, &p), 0.0);
 
-        let (price, note) = price_and_note(&prices, "claude-sonnet-4");
+        let (price, note) = price_and_note(&prices, "llama-3-70b");
         assert_eq!(price, None);
         let note = note.unwrap();
         assert!(
             note.contains("approximation") && note.contains("no price known"),
             "{note}"
+        );
+
+        // Claude: priced (dated snapshots too), tokens scaled from o200k_base.
+        let (price, note) = price_and_note(&prices, "claude-haiku-4-5-20251001");
+        let p = price.unwrap();
+        assert_eq!(
+            (p.model.as_str(), p.input_per_mtok, p.output_per_mtok),
+            ("claude-haiku-4-5", 0.50, 2.50)
+        );
+        assert!(note.unwrap().contains("o200k_base x 1.25"));
+        // A newer version is not priced as an older one.
+        assert_eq!(price_and_note(&prices, "claude-opus-4-9").0, None);
+        assert_eq!(
+            price_and_note(&prices, "claude-opus-4-5")
+                .0
+                .unwrap()
+                .input_per_mtok,
+            2.50
+        );
+        assert_eq!(
+            price_and_note(&prices, "claude-opus-4-20250514")
+                .0
+                .unwrap()
+                .input_per_mtok,
+            7.50
         );
 
         // A family match is priced as its closest model, and says so.

@@ -7,6 +7,7 @@ pub mod anthropic;
 pub mod cost;
 pub mod http;
 pub mod lifecycle;
+pub mod models;
 pub mod openai;
 pub mod pretok;
 pub mod processor;

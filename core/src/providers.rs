@@ -29,10 +29,7 @@ pub struct Known {
     pub owns_model: fn(&str) -> bool,
 }
 
-/// Whether `model` is a Claude model (Anthropic's).
-pub fn is_claude(model: &str) -> bool {
-    model.trim().to_ascii_lowercase().starts_with("claude")
-}
+pub use crate::models::is_claude;
 
 /// OpenAI's settings.
 pub const OPENAI: Known = Known {

@@ -10,7 +10,7 @@ use ai_batch_core::anthropic::request::{write_request_line, AnthropicOptions};
 use ai_batch_core::anthropic::{parse_result_line, reconcile, AnthropicProvider};
 use ai_batch_core::lifecycle::JobStatus;
 use ai_batch_core::processor::{processor_by_name, Processor};
-use ai_batch_core::provider::{ClientOptions, Provider};
+use ai_batch_core::provider::{ClientOptions, JobLookup, Provider};
 use ai_batch_core::providers::for_name;
 use ai_batch_core::requests::{custom_id, RequestOptions};
 use ai_batch_core::results::{parse_files_with, Outcome};
@@ -289,7 +289,7 @@ fn anthropic_provider_against_the_fake() {
     let e = fp.create(&staged.id, "jobL", &mut || Ok(())).unwrap_err();
     assert!(e.may_have_reached_provider(), "{e}");
     let found = fp
-        .find_for_job("jobL", Some(&staged.id), Some(t0))
+        .find_for_job(&lookup("jobL", 3, t0))
         .unwrap()
         .expect("the lost batch is found");
     let st = fake.state();
@@ -306,9 +306,7 @@ fn anthropic_provider_against_the_fake() {
         &format!("/_fake/batches/{}", found.id),
         r#"{"hold_at": "in_progress"}"#,
     );
-    let e = fp
-        .find_for_job("jobL", Some(&staged.id), Some(t0))
-        .unwrap_err();
+    let e = fp.find_for_job(&lookup("jobL", 3, t0)).unwrap_err();
     assert!(
         e.to_string().contains("could be job jobL's lost create"),
         "{e}"
@@ -321,19 +319,9 @@ fn anthropic_provider_against_the_fake() {
         &format!("/_fake/batches/{}", other.id),
         r#"{"hold_at": null, "step": 1}"#,
     );
-    let again = fp
-        .find_for_job("jobL", Some(&staged.id), Some(t0))
-        .unwrap()
-        .unwrap();
+    let again = fp.find_for_job(&lookup("jobL", 3, t0)).unwrap().unwrap();
     assert_eq!(again.id, found.id);
-    let m = fp
-        .find_for_job(
-            "jobM",
-            Some(&fake.dir.join("jobM.jsonl").to_string_lossy()),
-            Some(t0),
-        )
-        .unwrap()
-        .unwrap();
+    let m = fp.find_for_job(&lookup("jobM", 3, t0)).unwrap().unwrap();
     assert_eq!(m.id, other.id);
     // With the other job's batch known as owned, one candidate is left.
     let now = t0 + 5;
@@ -413,4 +401,16 @@ fn anthropic_provider_against_the_fake() {
     let e = wrong.poll("msgbatch_x").unwrap_err();
     assert_eq!(e.status(), Some(401));
     assert!(!e.to_string().contains("sk-ant-wrong-key-123456"), "{e}");
+}
+
+/// A lookup of a job of `requests` requests sent no earlier than `t0`, owning nothing
+/// else.
+fn lookup(job_id: &str, requests: u64, t0: i64) -> JobLookup<'_> {
+    JobLookup {
+        job_id,
+        input_file_id: None,
+        created_after: Some(t0),
+        requests,
+        owned: &|_| false,
+    }
 }

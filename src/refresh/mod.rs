@@ -64,6 +64,15 @@ pub(crate) enum RefreshError {
     Invalid(String),
 }
 
+impl From<crate::reconcile::ReconcileError> for RefreshError {
+    fn from(e: crate::reconcile::ReconcileError) -> Self {
+        match e {
+            crate::reconcile::ReconcileError::Provider(e) => RefreshError::Provider(e),
+            crate::reconcile::ReconcileError::Db(e) => RefreshError::Db(e),
+        }
+    }
+}
+
 /// What one job's refresh did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefreshRow {

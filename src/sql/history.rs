@@ -43,6 +43,7 @@ pub fn job_columns<R: HasJob>() -> Vec<Col<R>> {
         "cost_estimate": Money = |r| r.job().cost_estimate,
         "actual_cost": Money = |r| r.job().actual_cost,
         "estimated_input_tokens": BigInt = |r| r.job().estimated_input_tokens,
+        "estimate_method": Varchar = |r| r.job().estimate_method.clone(),
         "input_tokens": BigInt = |r| r.job().input_tokens,
         "output_tokens": BigInt = |r| r.job().output_tokens,
         "created_at": TimestampTz = |r| r.job().created_at,

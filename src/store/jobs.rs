@@ -21,6 +21,8 @@ pub struct JobRow {
     pub cost_estimate: Option<f64>,
     pub actual_cost: Option<f64>,
     pub estimated_input_tokens: Option<i64>,
+    /// How `estimated_input_tokens` were counted.
+    pub estimate_method: Option<String>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub created_at: Option<i64>,
@@ -58,7 +60,7 @@ fn job_columns() -> String {
          epoch_us(j.created_at), epoch_us(j.submitted_at), epoch_us(j.completed_at), \
          j.provider_batch_id, j.error_message, \
          j.provider_completed, j.provider_failed, j.provider_total, epoch_us(j.progress_at), \
-         epoch_us(j.collected_at)"
+         epoch_us(j.collected_at), j.estimate_method"
     )
 }
 
@@ -89,6 +91,7 @@ fn job_row(r: &duckdb::Row<'_>) -> duckdb::Result<JobRow> {
         provider_total: r.get(22)?,
         progress_at: r.get(23)?,
         collected_at: r.get(24)?,
+        estimate_method: r.get(25)?,
     })
 }
 

@@ -193,6 +193,8 @@ pub(crate) struct NewJob<'a> {
     pub cost_estimate: Option<f64>,
     pub estimated_input_tokens: i64,
     pub estimated_output_tokens: i64,
+    /// How the input tokens were estimated (`TokenEstimate::label`).
+    pub estimate_method: &'a str,
     /// What is kept in `selection_query`.
     pub selection: &'a str,
     /// The request options, as JSON.
@@ -214,8 +216,9 @@ pub(crate) fn record_job(conn: &Connection, job: &NewJob<'_>) -> duckdb::Result<
         let pk: i64 = conn.query_row(
             "INSERT INTO batch_jobs (job_id, provider, processor, processor_version, model, status, \
                 issues_count, skipped_count, cost_estimate, estimated_input_tokens, \
-                estimated_output_tokens, selection_query, options, base_url, retry_of, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
+                estimated_output_tokens, estimate_method, selection_query, options, base_url, \
+                retry_of, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
             params![
                 job.job_id,
                 job.provider,
@@ -228,6 +231,7 @@ pub(crate) fn record_job(conn: &Connection, job: &NewJob<'_>) -> duckdb::Result<
                 job.cost_estimate,
                 job.estimated_input_tokens,
                 job.estimated_output_tokens,
+                job.estimate_method,
                 job.selection,
                 job.options,
                 job.base_url,

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     provider_total           BIGINT,
     progress_at              TIMESTAMPTZ,               -- when completed + failed last changed (first seen)
     queued_at                TIMESTAMPTZ,               -- when the job last went 'queued'
-    limit_refusals           INTEGER                    -- creates the provider refused for its queue limit
+    limit_refusals           INTEGER,                   -- creates the provider refused for its queue limit
+    estimate_method          VARCHAR                    -- how estimated_input_tokens were counted
 );
 CREATE SEQUENCE IF NOT EXISTS batch_items_id_seq;
 CREATE TABLE IF NOT EXISTS batch_items (
@@ -431,7 +432,7 @@ fn ensure_views(conn: &Connection) -> Result<(), StoreError> {
 /// Columns added to `batch_jobs` after its first release, with their type: a
 /// database created before gets them on first use (`ADD COLUMN`, appended last, as
 /// in [`SCHEMA_DDL`]).
-const ADDED_JOB_COLUMNS: [(&str, &str); 7] = [
+const ADDED_JOB_COLUMNS: [(&str, &str); 8] = [
     ("collect_attempts", "INTEGER"),
     ("provider_completed", "BIGINT"),
     ("provider_failed", "BIGINT"),
@@ -439,6 +440,7 @@ const ADDED_JOB_COLUMNS: [(&str, &str); 7] = [
     ("progress_at", "TIMESTAMPTZ"),
     ("queued_at", "TIMESTAMPTZ"),
     ("limit_refusals", "INTEGER"),
+    ("estimate_method", "VARCHAR"),
 ];
 
 /// Adds the [`ADDED_JOB_COLUMNS`] a `batch_jobs` of an older release lacks. Nothing
@@ -550,11 +552,11 @@ mod tests {
     #[test]
     fn ddl_columns_reads_every_column_of_our_tables() {
         let jobs = ddl_columns("batch_jobs");
-        assert_eq!(jobs.len(), 38, "{jobs:?}");
+        assert_eq!(jobs.len(), 39, "{jobs:?}");
         assert!(jobs.contains(&"collect_attempts"));
         assert_eq!(jobs.first(), Some(&"id"));
         assert!(jobs.contains(&"collected_at") && jobs.contains(&"error_message"));
-        assert_eq!(jobs.last(), Some(&"limit_refusals"));
+        assert_eq!(jobs.last(), Some(&"estimate_method"));
         let items = ddl_columns("batch_items");
         assert_eq!(items.len(), 14, "{items:?}");
         assert!(items.contains(&"custom_id") && items.contains(&"updated_at"));
@@ -573,6 +575,6 @@ mod tests {
     fn column_lists_are_capped() {
         assert_eq!(column_list(&["a", "b"]), "a, b");
         let many: Vec<&str> = ddl_columns("batch_jobs");
-        assert!(column_list(&many).ends_with(" and 30 more"));
+        assert!(column_list(&many).ends_with(" and 31 more"));
     }
 }

@@ -432,6 +432,7 @@ fn record_job(
     .to_string();
     let selection = req.selection_text();
     let base_url = req.effective_base_url();
+    let estimate_method = ai_batch_core::cost::TokenEstimate::for_model(&req.model).label();
     let job = NewJob {
         job_id: &p.built.job_id,
         provider: &req.provider,
@@ -441,6 +442,7 @@ fn record_job(
         cost_estimate: p.cost_estimate,
         estimated_input_tokens: p.input_tokens as i64,
         estimated_output_tokens: p.output_tokens as i64,
+        estimate_method: &estimate_method,
         selection: &selection,
         options: &options,
         base_url: &base_url,

@@ -575,10 +575,17 @@ mod tests {
             ("claude-haiku-4-5", "anthropic")
         );
         let r = set(None, None).unwrap();
-        assert_eq!((r.model.as_str(), r.provider.as_str()), (DEFAULT_MODEL, "openai"));
+        assert_eq!(
+            (r.model.as_str(), r.provider.as_str()),
+            (DEFAULT_MODEL, "openai")
+        );
         // A model that is not the named provider's is refused, naming both.
         for (m, p) in [("gpt-4o-mini", "anthropic"), ("claude-haiku-4-5", "openai")] {
-            let msg = set(Some(m), Some(p)).unwrap().validate().unwrap_err().to_string();
+            let msg = set(Some(m), Some(p))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
             assert!(msg.contains(m) && msg.contains(p), "{msg}");
         }
         // Options Anthropic has no equivalent for are refused at bind.
@@ -603,7 +610,9 @@ mod tests {
         assert!(!r.takes_default_model("gpt-4.1-mini"));
         assert!(r.takes_default_model("claude-sonnet-4-5"));
         assert!(set(None, None).unwrap().takes_default_model("gpt-4.1-mini"));
-        assert!(!set(Some("gpt-4o"), None).unwrap().takes_default_model("gpt-4.1-mini"));
+        assert!(!set(Some("gpt-4o"), None)
+            .unwrap()
+            .takes_default_model("gpt-4.1-mini"));
     }
 
     #[test]

@@ -116,12 +116,11 @@ impl AnthropicOptions {
 pub fn check_options(
     opts: &RequestOptions,
 ) -> Result<(&str, Option<&'static str>), AnthropicRequestError> {
-    let model = opts
-        .model
-        .strip_prefix("anthropic:")
-        .unwrap_or(&opts.model);
+    let model = opts.model.strip_prefix("anthropic:").unwrap_or(&opts.model);
     if !supports_structured_outputs(model) {
-        return Err(AnthropicRequestError::NoStructuredOutputs(model.to_string()));
+        return Err(AnthropicRequestError::NoStructuredOutputs(
+            model.to_string(),
+        ));
     }
     if let Some(t) = opts.temperature {
         if !(0.0..=MAX_TEMPERATURE).contains(&t) {
