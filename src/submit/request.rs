@@ -199,12 +199,11 @@ impl SubmitRequest {
         };
         if !(known.owns_model)(&self.model) {
             return Err(SubmitError::Invalid(format!(
-                "model '{}' is not a {} model but the provider is {} (pass a {} model such as \
-                 '{}', or provider := '{}')",
+                "model '{}' is not one of {}'s models but the provider is {} (pass a model \
+                 such as '{}', or provider := '{}')",
                 echo(&self.model),
                 known.name,
                 known.id,
-                known.name,
                 known.default_model,
                 ai_batch_core::providers::for_model(&self.model).id
             )));
@@ -229,10 +228,11 @@ impl SubmitRequest {
             }
         }
         if let Some(n) = self.max_requests_per_job {
-            if !(1..=ai_batch_core::requests::MAX_REQUESTS_PER_BATCH as i64).contains(&n) {
+            let max = known.format.limits().max_requests;
+            if !(1..=max as i64).contains(&n) {
                 return Err(SubmitError::Invalid(format!(
-                    "max_requests_per_job must be between 1 and {}, got {n}",
-                    ai_batch_core::requests::MAX_REQUESTS_PER_BATCH
+                    "max_requests_per_job must be between 1 and {max} ({}'s limit per batch), got {n}",
+                    known.name
                 )));
             }
         }
