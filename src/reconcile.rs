@@ -145,7 +145,8 @@ pub(crate) fn seal(
 pub(crate) fn sealed_text(client: &dyn Provider, file: &str) -> String {
     if client.fences_creates() {
         format!(
-            "the input file {file} was deleted at the provider, so that create can no longer land"
+            "its uploaded request file {file} was deleted at the provider, so a create still in \
+             flight can no longer make a batch"
         )
     } else {
         format!(

@@ -96,7 +96,8 @@ pub(crate) struct ApplyCounts {
 /// Applies the staged results (temp table `ai_batch_results`) of a terminal job in
 /// one transaction: analyses for completed items, a final state for every pending
 /// item (items no line mentions get `unmentioned`), the provider's final `status`,
-/// counts, tokens, actual cost, `collected_at`, and `job_error` as the job's
+/// counts, tokens, actual cost (NULL when billed tokens have no price: no price is
+/// known for the model), `collected_at`, and `job_error` as the job's
 /// `error_message` (what the collect found: it replaces an earlier attempt's note).
 /// A job already collected is left untouched (idempotent).
 pub(crate) fn apply_results(
@@ -183,7 +184,9 @@ pub(crate) fn apply_results(
                           count(*) FILTER (WHERE status NOT IN ('{completed}', '{pending}')) AS not_completed, \
                           coalesce(sum(input_tokens), 0) AS input_tokens, \
                           coalesce(sum(output_tokens), 0) AS output_tokens, \
-                          coalesce(sum(cost), 0) AS cost \
+                          CASE WHEN bool_or(cost IS NULL AND (coalesce(input_tokens, 0) > 0 \
+                                                          OR coalesce(output_tokens, 0) > 0)) \
+                               THEN NULL ELSE coalesce(sum(cost), 0) END AS cost \
                    FROM batch_items WHERE batch_job_id = ?) s \
              WHERE batch_jobs.id = ?"),
             params![status.as_str(), job_error, job_pk, job_pk],

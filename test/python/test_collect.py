@@ -264,3 +264,17 @@ def test_an_echoed_key_is_stored_and_shown_nowhere(db, fake_openai, monkeypatch)
     assert {i["error_code"] for i in its if i["status"] != "completed"} >= {
         "http_500", "request_timeout", "string_above_max_length", "batch_expired", "invalid_request"}
     assert any("The request timed out. (request header Authorization: [redacted])" == i["error_message"] for i in its)
+
+
+def test_a_model_without_a_price_has_no_actual_cost_not_a_zero_one(db, fake_openai):
+    # Billed tokens with no price known are an unknown cost: NULL, like the estimate;
+    # a priced job beside it still sums its items.
+    s = submit(db, model="gpt-foo-9")
+    refresh_until_done(db, s["job_id"])
+    j = job(db, s["job_id"])
+    assert j["completed_count"] == N and j["input_tokens"] > 0 and j["output_tokens"] > 0, j
+    assert j["cost_estimate"] is None and j["actual_cost"] is None, j
+    priced = submit(db, model="gpt-4o-mini", reprocess=True)
+    refresh_until_done(db, priced["job_id"])
+    j = job(db, priced["job_id"])
+    assert j["actual_cost"] is not None and j["actual_cost"] > 0, j
