@@ -87,6 +87,26 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+# The fake-alone figures of a size: {name: (key of a run, field)} (see run_medians).
+FAKE_OPENAI = {"raw_upload_mb": ("fake_raw_upload", "bytes"), "raw_upload_mb_s": ("fake_raw_upload", "mb_s"),
+               "raw_download_mb": ("fake_raw_download", "bytes"), "raw_download_mb_s": ("fake_raw_download", "mb_s"),
+               "complete_after_ext_s": ("fake_complete_after_ext_s", None)}
+FAKE_ANTHROPIC = {"raw_create_mb": ("fake_raw_create", "bytes"), "raw_create_s": ("fake_raw_create", "seconds"),
+                  "raw_create_mb_s": ("fake_raw_create", "mb_s"), "raw_create_requests": ("fake_raw_create", "requests"),
+                  "raw_results_mb": ("fake_raw_results", "bytes"), "raw_results_mb_s": ("fake_raw_results", "mb_s"),
+                  "complete_after_ext_s": ("fake_complete_after_ant_s", None)}
+
+
+def run_medians(runs: list[dict], spec: dict[str, tuple[str, str | None]]) -> dict:
+    """{name: median over the runs of run[key][field]} for spec {name: (key, field)}
+    (field None: run[key] itself; a field "bytes" is given in MB); None where no run has it."""
+    out = {}
+    for name, (key, field) in spec.items():
+        vals = [r.get(key) if field is None else (r.get(key) or {}).get(field) for r in runs]
+        out[name] = median(v / 1e6 if field == "bytes" and v is not None else v for v in vals)
+    return out
+
+
 # --------------------------------------------------------------------------- child processes
 
 def run_child(cmd: list[str], env: dict[str, str] | None = None, tag: str = "child") -> dict:
@@ -992,14 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
                 "peer_submit": summarize_submit(runs, "peer_submit"),
                 "ext_collect": summarize_collect(runs, "ext_collect"),
                 "peer_collect": summarize_collect(runs, "peer_collect"),
-                "fake": {
-                    "raw_upload_mb": median(r.get("fake_raw_upload", {}).get("bytes", 0) / 1e6 for r in runs),
-                    "raw_upload_mb_s": median(r.get("fake_raw_upload", {}).get("mb_s") for r in runs),
-                    "raw_download_mb": median(r.get("fake_raw_download", {}).get("bytes", 0) / 1e6 for r in runs),
-                    "raw_download_mb_s": median(r.get("fake_raw_download", {}).get("mb_s") for r in runs),
-                    "complete_after_ext_s": median(r.get("fake_complete_after_ext_s") for r in runs),
-                    "peak_rss_mb": max((r.get("fake_peak_rss_mb") or 0) for r in runs),
-                },
+                "fake": {**run_medians(runs, FAKE_OPENAI),
+                         "peak_rss_mb": max((r.get("fake_peak_rss_mb") or 0) for r in runs)},
                 "loadavg": " ".join(f"{r['loadavg_1min']:.1f}" for r in runs),
                 "runs": [{k: v for k, v in r.items()} for r in runs],
             }
@@ -1007,16 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["anthropic"] = {
                     "ext_submit": summarize_submit(runs, "ant_submit"),
                     "ext_collect": summarize_collect(runs, "ant_collect"),
-                    "fake": {
-                        "raw_create_mb": median(r.get("fake_raw_create", {}).get("bytes", 0) / 1e6 for r in runs),
-                        "raw_create_s": median(r.get("fake_raw_create", {}).get("seconds") for r in runs),
-                        "raw_create_mb_s": median(r.get("fake_raw_create", {}).get("mb_s") for r in runs),
-                        "raw_create_requests": median(r.get("fake_raw_create", {}).get("requests") for r in runs),
-                        "raw_results_mb": median(r.get("fake_raw_results", {}).get("bytes", 0) / 1e6 for r in runs),
-                        "raw_results_mb_s": median(r.get("fake_raw_results", {}).get("mb_s") for r in runs),
-                        "complete_after_ext_s": median(r.get("fake_complete_after_ant_s") for r in runs),
-                        "peak_rss_mb": max((r.get("fake_peak_rss_mb_anthropic") or 0) for r in runs),
-                    },
+                    "fake": {**run_medians(runs, FAKE_ANTHROPIC),
+                             "peak_rss_mb": max((r.get("fake_peak_rss_mb_anthropic") or 0) for r in runs)},
                     "loadavg": " ".join(f"{r['anthropic_loadavg_1min']:.1f}" for r in runs),
                 }
             for r in entry["runs"]:
