@@ -76,6 +76,7 @@ def test_bench_reports_anthropic_next_to_openai(ext, tmp_path):
     # the fake alone took the exact body of the extension's (only) job, and served its results
     assert ant["fake"]["raw_create_requests"] == size
     assert ant["fake"]["raw_create_mb"] > 0 and ant["fake"]["raw_results_mb"] > 0
+    assert ant["fake"]["raw_create_parsed_s"] > 0  # the same body, parsed at create
     assert run["fake_raw_results"]["requests"] == size
     report = r.stdout
     submit, collect = report.split("COLLECT", 1)
