@@ -635,7 +635,8 @@ def openai_part(ext: Path, fake: Fake, src: Path, size: int, run: int, collect: 
 def capture_anthropic_body(ext: Path, fake: Fake, src: Path, size: int) -> Path | None:
     """The request file of the extension's first Anthropic job, the one its create body
     is streamed from: a submit killed at AI_BATCH_FAILPOINT=submit_after_upload (just
-    after the job is staged, before any request) leaves it in its spool directory."""
+    after the job is staged, before any request) leaves it in its spool directory (under
+    staged/, where staging keeps it until the batch is recorded)."""
     spool = WORK / "capture_spool"
     if spool.exists():
         shutil.rmtree(spool)
@@ -645,7 +646,8 @@ def capture_anthropic_body(ext: Path, fake: Fake, src: Path, size: int) -> Path 
     log(f"size {size}: capturing the Anthropic create body (a submit stopped at submit_after_upload)")
     env = {**submit_env(fake, "anthropic"), "AI_BATCH_SPOOL_DIR": str(spool), "AI_BATCH_FAILPOINT": "submit_after_upload"}
     r = ext_sql(ext, db, [SUBMIT_SQLS["anthropic"]], f"capture_anthropic_{size}", env)
-    files = sorted(spool.glob("*.jsonl"))
+    # the staged copy (complete) when the build keeps one; the next job's file may be half written
+    files = sorted((spool / "staged").glob("*.jsonl")) or sorted(spool.glob("*.jsonl"))
     if r["rc"] != -9 or len(files) != 1:
         log(f"  no capture (exit {r['rc']}, {len(files)} request file(s)): the raw create is not measured")
         return None
@@ -829,8 +831,12 @@ def print_report(res: dict) -> str:
             rows.append(cells)
     out.append(table(["issues", "tool"] + [c[0] for c in cols] +
                      ["total s", "issues/s", "JSONL MB/s", "peak RSS MB", "ext/peer"], rows))
-    out.append("  peer: one query selects, skips and reads (shown under read); tokens = chars/4 inside build.")
-    ext_stages = {n for size in res["sizes"] for n in ((size.get("ext_submit") or {}).get("stages") or {})}
+    has_peer = any(size.get("peer_submit") for size in res["sizes"])
+    if has_peer:
+        out.append("  peer: one query selects, skips and reads (shown under read); tokens = chars/4 inside build.")
+    ext_stages = {n for size in res["sizes"]
+                  for e in (size.get("ext_submit"), (size.get("anthropic") or {}).get("ext_submit"))
+                  for n in ((e or {}).get("stages") or {})}
     if "build_requests" in ext_stages:
         parts = sorted(ext_stages & {"read_issues", "count_tokens", "render_count_tokens", "build_jsonl", "spool"})
         out.append("  extension: build_requests streams read + count + build + spool together"
@@ -846,7 +852,8 @@ def print_report(res: dict) -> str:
                            f"JSONL {fmt((e.get('jsonl_bytes') or 0) / 1e6, 0)} MB in {e.get('jobs')} job(s); "
                            f"1-min load avg during runs {load}")
         out.extend(anthropic_submit_notes(size))
-    out.append("  ext/peer < 1 means the extension is faster; the target is <= 0.5. The peer speaks OpenAI only.")
+    if has_peer:
+        out.append("  ext/peer < 1 means the extension is faster; the target is <= 0.5. The peer speaks OpenAI only.")
     out.append("")
 
     out.append("COLLECT (batch_refresh() vs peer_collect.py; the fake has finished every batch beforehand)")
