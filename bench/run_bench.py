@@ -221,6 +221,13 @@ class Fake:
 
     def reset(self) -> None:
         self.call("POST", "/_fake/reset")
+        # restart the fake's peak RSS (VmHWM) from here, so that each half of a run
+        # (OpenAI, Anthropic) reports its own; "5" resets it (Linux 4.0+), best effort
+        try:
+            with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
 
     def state(self) -> dict:
         return self.call("GET", "/_fake/state")
