@@ -136,6 +136,10 @@ FROM batch_submit('triage-kind', '*', dry_run := true)""")
 FROM batch_results('triage-kind') ORDER BY issue""")
         show(con, """SELECT job_id, processor, status, completed_count, failed_count, cost_estimate, actual_cost,
        input_tokens, output_tokens FROM batch_history()""")
+        # how each job's input tokens were estimated (exact for OpenAI's tokenizers; Claude has
+        # no public one), next to what the provider counted
+        show(con, """SELECT job_id, provider, model, estimate_method, estimated_input_tokens, input_tokens
+FROM batch_history()""")
         con.close()
         print("\ndemo: done. Explore it: duckdb -unsigned", args.db)
     finally:

@@ -48,6 +48,9 @@ def test_demo_runs_its_whole_job_on_the_provider(ext, connect, tmp_path, provide
         assert cost is not None and cost > 0, jobs
     if provider == "anthropic":
         assert {j[2] for j in jobs} == {"claude-haiku-4-5"}
+    # how the input tokens were estimated is recorded per job, and shown next to the actual count
+    shown = con.execute("SELECT estimate_method, estimated_input_tokens, input_tokens FROM batch_history()").fetchall()
+    assert len(shown) == 3 and all(m and "o200k_base" in m and est > 0 and got > 0 for m, est, got in shown), shown
     # every issue answered by both processors, read through the view and the typed results
     assert con.execute("SELECT count(DISTINCT issue_id) FROM ai_analyses WHERE processor = 'product-labeling'"
                        ).fetchall()[0][0] == issues
