@@ -1,7 +1,7 @@
 # ai_batch — build, test, demo, bench.
 #   make          build build/release/ai_batch.duckdb_extension
 #   make test     everything CI runs: fmt, clippy, unit tests, SQL logic tests, pytest
-#   make demo     the main job on the built-in local (fake) provider
+#   make demo     the main job on the built-in local (fake) provider (PROVIDER=openai|anthropic)
 #   make wheel    the ai-batch Python wheel (extension + gh-analysis commands) into dist/
 #   make bench    the benchmark (see BENCHMARKS.md)
 
@@ -17,6 +17,8 @@ EXTRA_DUCKDB    := 2.0.0 1.5.5 1.4.4
 EXTRA_DIR       := $(CURDIR)/.venv/duckdb-versions
 # DuckDB version folder(s) the wheel installs the extension under (one copy each).
 WHEEL_DUCKDB    ?= 2.0.1
+# The provider the demo runs its job on (the fake speaks both): openai or anthropic.
+PROVIDER        ?= openai
 
 .PHONY: all release test venv unit clippy fmt-check sqltest pytest demo bench wheel clean
 
@@ -63,7 +65,7 @@ wheel: release
 	$(PYTHON) tools/build_wheel.py --extension $(EXT) --out dist $(foreach v,$(WHEEL_DUCKDB),--duckdb-version $(v))
 
 demo: release venv
-	$(VPY) demo/run_demo.py --extension $(EXT)
+	$(VPY) demo/run_demo.py --extension $(EXT) --provider $(PROVIDER)
 
 bench: release venv
 	$(VPY) bench/run_bench.py --extension $(EXT) $(BENCH_ARGS)

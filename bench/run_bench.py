@@ -4,6 +4,7 @@
     python bench/run_bench.py --extension build/release/ai_batch.duckdb_extension \
         [--sizes 1000[,10000,50000,100000]] [--runs 3] [--seed 1] [--skip-rows 1000000]
         [--no-skip-check] [--no-collect] [--tokbench auto|always|never]
+        [--provider openai|anthropic|both] [--out DIR]
 
 For each size: generate the corpus once (cached in bench/out/ while gen_corpus.py does
 not change), then per run, on fresh copies of the database and against one loopback
@@ -17,6 +18,18 @@ fake provider (a separate process, reset before each run):
   output file;
 - collect: the fake completes every batch first (so its own rendering is not timed),
   then `batch_refresh()` (only if the extension has it) and bench/peer_collect.py.
+
+With --provider anthropic or both (the default), each run then does the same on the
+fake's Anthropic side, after the OpenAI part and on a reset fake, so the OpenAI figures
+are taken exactly as before: the extension's submit with model := 'claude-haiku-4-5'
+(ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL), the fake completes the batches, batch_refresh(),
+then the fake alone: a raw download of one results stream, and a raw create (POST
+/v1/messages/batches) of the exact body the extension streams for its first job. Anthropic
+has no file upload: the requests travel in the create body, which the fake parses
+(json.loads) before it answers, so the extension's upload+create includes that parse;
+the raw create measures it. The body is captured once per size by a submit stopped with
+AI_BATCH_FAILPOINT=submit_after_upload (the request file is then left in its spool
+directory). There is no Anthropic peer script.
 
 Once per invocation: the skip check over --skip-rows issues x --skip-rows analyses, the
 raw TCP loopback speed, and the token-counting floor (core/examples/tokbench.rs).
@@ -52,6 +65,14 @@ PY = sys.executable
 API_KEY = "sk-fake-test-key"
 PROCESSOR = "product-labeling"
 SUBMIT_SQL = f"SELECT * FROM batch_submit('{PROCESSOR}', $$SELECT id FROM issues$$)"
+ANTHROPIC_MODEL = "claude-haiku-4-5"
+ANTHROPIC_VERSION = "2023-06-01"
+PROVIDERS = ("openai", "anthropic")
+# The extension's submit statement per provider: the same, with a Claude model for Anthropic.
+SUBMIT_SQLS = {
+    "openai": SUBMIT_SQL,
+    "anthropic": f"SELECT * FROM batch_submit('{PROCESSOR}', $$SELECT id FROM issues$$, model := '{ANTHROPIC_MODEL}')",
+}
 
 sys.path.insert(0, str(BENCH))
 import gen_corpus  # noqa: E402
@@ -64,6 +85,28 @@ def log(msg: str) -> None:
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+# The fake-alone figures of a size: {name: (key of a run, field)} (see run_medians).
+FAKE_OPENAI = {"raw_upload_mb": ("fake_raw_upload", "bytes"), "raw_upload_mb_s": ("fake_raw_upload", "mb_s"),
+               "raw_download_mb": ("fake_raw_download", "bytes"), "raw_download_mb_s": ("fake_raw_download", "mb_s"),
+               "complete_after_ext_s": ("fake_complete_after_ext_s", None)}
+FAKE_ANTHROPIC = {"raw_create_mb": ("fake_raw_create", "bytes"), "raw_create_s": ("fake_raw_create", "seconds"),
+                  "raw_create_mb_s": ("fake_raw_create", "mb_s"), "raw_create_requests": ("fake_raw_create", "requests"),
+                  "raw_create_parsed_s": ("fake_raw_create_parsed", "seconds"),
+                  "raw_create_parsed_mb_s": ("fake_raw_create_parsed", "mb_s"),
+                  "raw_results_mb": ("fake_raw_results", "bytes"), "raw_results_mb_s": ("fake_raw_results", "mb_s"),
+                  "complete_after_ext_s": ("fake_complete_after_ant_s", None)}
+
+
+def run_medians(runs: list[dict], spec: dict[str, tuple[str, str | None]]) -> dict:
+    """{name: median over the runs of run[key][field]} for spec {name: (key, field)}
+    (field None: run[key] itself; a field "bytes" is given in MB); None where no run has it."""
+    out = {}
+    for name, (key, field) in spec.items():
+        vals = [r.get(key) if field is None else (r.get(key) or {}).get(field) for r in runs]
+        out[name] = median(v / 1e6 if field == "bytes" and v is not None else v for v in vals)
+    return out
 
 
 # --------------------------------------------------------------------------- child processes
@@ -158,6 +201,11 @@ class Fake:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def root_url(self) -> str:
+        """Anthropic's base URL: the root its /v1/... paths hang off."""
+        return f"http://127.0.0.1:{self.port}"
+
     def call(self, method: str, path: str, body=None, auth: bool = False, timeout: float = 120):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         headers = {"Content-Type": "application/json"}
@@ -173,17 +221,27 @@ class Fake:
 
     def reset(self) -> None:
         self.call("POST", "/_fake/reset")
+        # restart the fake's peak RSS (VmHWM) from here, so that each half of a run
+        # (OpenAI, Anthropic) reports its own; "5" resets it (Linux 4.0+), best effort
+        try:
+            with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
 
     def state(self) -> dict:
         return self.call("GET", "/_fake/state")
 
     def complete_all(self, timeout: float = 300) -> float:
-        """Steps every batch to its final status (waits for validation and rendering)."""
+        """Steps every batch (OpenAI's and Anthropic's) to its final status (waits for
+        validation and rendering)."""
         t = time.perf_counter()
         deadline = time.monotonic() + timeout
         while True:
-            pending = [b["id"] for b in self.state()["batches"] if b["status"] not in
+            st = self.state()
+            pending = [b["id"] for b in st["batches"] if b["status"] not in
                        ("completed", "failed", "expired", "cancelled")]
+            pending += [b["id"] for b in st.get("message_batches") or [] if b["processing_status"] != "ended"]
             if not pending:
                 return time.perf_counter() - t
             if time.monotonic() > deadline:
@@ -245,10 +303,52 @@ class Fake:
         dt = time.perf_counter() - t
         return {"bytes": size, "seconds": dt, "mb_s": size / 1e6 / dt, "file_id": body.get("id")}
 
-    def raw_download(self, file_id: str) -> dict:
+    def raw_create(self, jsonl: Path, validate: str = "on-first-poll") -> dict:
+        """POST /v1/messages/batches with http.client: the body the extension streams for
+        this request file ({"requests":[line,line,...]}), sent in 1 MiB chunks, with the
+        fake's `validate` set to `validate` for it: on-first-poll (how the benchmark runs
+        it) reads the body and scans it for the custom_ids before answering; on-create
+        also parses all of it (json.loads) first."""
+        self.call("POST", "/_fake/config", {"validate": validate})
+        try:
+            return self._raw_create(jsonl)
+        finally:
+            self.call("POST", "/_fake/config", {"validate": "on-first-poll"})
+
+    def _raw_create(self, jsonl: Path) -> dict:
+        data = jsonl.read_bytes()
+        body = b'{"requests":[' + data[:-1].replace(b"\n", b",") + b"]}"
+        del data
         t = time.perf_counter()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-        conn.request("GET", f"/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {API_KEY}"})
+        conn.putrequest("POST", "/v1/messages/batches")
+        conn.putheader("x-api-key", API_KEY)
+        conn.putheader("anthropic-version", ANTHROPIC_VERSION)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        mv = memoryview(body)
+        for i in range(0, len(body), 1 << 20):
+            conn.sock.sendall(mv[i:i + (1 << 20)])
+        r = conn.getresponse()
+        answer = json.loads(r.read())
+        conn.close()
+        dt = time.perf_counter() - t
+        if r.status >= 400:
+            raise RuntimeError(f"raw create: {r.status} {answer}")
+        return {"bytes": len(body), "seconds": dt, "mb_s": len(body) / 1e6 / dt,
+                "requests": (answer.get("request_counts") or {}).get("processing"), "batch_id": answer.get("id")}
+
+    def raw_results(self, batch_id: str) -> dict:
+        """GET the results stream of an ended message batch, raw."""
+        return self.raw_download(None, f"/v1/messages/batches/{batch_id}/results",
+                                 {"x-api-key": API_KEY, "anthropic-version": ANTHROPIC_VERSION})
+
+    def raw_download(self, file_id: str | None, path: str | None = None, headers: dict | None = None) -> dict:
+        t = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        conn.request("GET", path or f"/v1/files/{file_id}/content",
+                     headers=headers or {"Authorization": f"Bearer {API_KEY}"})
         r = conn.getresponse()
         n = 0
         while True:
@@ -380,18 +480,25 @@ def copy_db(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def submit_env(fake: Fake) -> dict:
+def submit_env(fake: Fake, provider: str = "openai") -> dict:
     spool = WORK / "spool"
     spool.mkdir(parents=True, exist_ok=True)
+    if provider == "anthropic":
+        return {"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": fake.root_url, "AI_BATCH_SPOOL_DIR": str(spool)}
     return {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": fake.base_url, "AI_BATCH_SPOOL_DIR": str(spool)}
 
 
-def run_ext_submit(ext: Path, fake: Fake, src: Path, size: int) -> dict:
-    db = WORK / "ext.duckdb"
+def tag_of(provider: str) -> str:
+    """File name part of a provider's child processes (OpenAI's keep their old names)."""
+    return "" if provider == "openai" else f"_{provider}"
+
+
+def run_ext_submit(ext: Path, fake: Fake, src: Path, size: int, provider: str = "openai") -> dict:
+    db = WORK / f"ext{tag_of(provider)}.duckdb"
     copy_db(src, db)
-    r = ext_sql(ext, db, [SUBMIT_SQL], f"ext_submit_{size}", submit_env(fake))
+    r = ext_sql(ext, db, [SUBMIT_SQLS[provider]], f"ext_submit{tag_of(provider)}_{size}", submit_env(fake, provider))
     stages = read_profile(r["profile_path"], "submit")
-    res = {"tool": "extension", "op": "submit", "db": str(db), "process_wall": r["wall"],
+    res = {"tool": "extension", "provider": provider, "op": "submit", "db": str(db), "process_wall": r["wall"],
            "peak_rss_mb": peak_mb(r), "rc": r["rc"], "error": r.get("error") or r.get("stderr")}
     if r.get("results"):
         first = r["results"][0]
@@ -431,14 +538,14 @@ def run_peer_submit(fake: Fake, src: Path, size: int, template: Path | None) -> 
     return res
 
 
-def run_ext_refresh(ext: Path, fake: Fake, db: Path, size: int) -> dict:
+def run_ext_refresh(ext: Path, fake: Fake, db: Path, size: int, provider: str = "openai") -> dict:
     r = ext_sql(ext, db, ["SELECT * FROM batch_refresh()",
                           "SELECT (SELECT count(*) FROM ai_analyses), "
                           "(SELECT count(*) FROM batch_items WHERE status = 'completed'), "
                           "(SELECT count(*) FROM batch_items WHERE status = 'pending')"],
-                f"ext_refresh_{size}", submit_env(fake))
+                f"ext_refresh{tag_of(provider)}_{size}", submit_env(fake, provider))
     stages = read_profile(r["profile_path"], "refresh")
-    res = {"tool": "extension", "op": "collect", "process_wall": r["wall"], "peak_rss_mb": peak_mb(r),
+    res = {"tool": "extension", "provider": provider, "op": "collect", "process_wall": r["wall"], "peak_rss_mb": peak_mb(r),
            "rc": r["rc"], "error": r.get("error") or r.get("stderr"),
            "stages": {k: v["seconds"] for k, v in stages.items()},
            "stage_items": {k: v["items"] for k, v in stages.items()}}
@@ -479,9 +586,19 @@ def extract_template(fake: Fake) -> Path | None:
 
 
 def one_run(ext: Path, fake: Fake, src: Path, size: int, run: int, collect: bool, peer_collect: bool,
-            state: dict) -> dict:
-    fake.reset()
+            state: dict, providers: tuple[str, ...] = ("openai",)) -> dict:
     rec: dict = {"run": run, "loadavg_1min": os.getloadavg()[0]}
+    if "openai" in providers:
+        openai_part(ext, fake, src, size, run, collect, peer_collect, state, rec)
+    if "anthropic" in providers:
+        anthropic_part(ext, fake, src, size, run, collect, state, rec)
+    return rec
+
+
+def openai_part(ext: Path, fake: Fake, src: Path, size: int, run: int, collect: bool, peer_collect: bool,
+                state: dict, rec: dict) -> None:
+    """The OpenAI half of a run: the extension and the peer, the fake alone, collect."""
+    fake.reset()
     order = ["ext", "peer"] if (run % 2 == 0 or state.get("template") is None) else ["peer", "ext"]
     for who in order:
         if who == "ext":
@@ -520,7 +637,61 @@ def one_run(ext: Path, fake: Fake, src: Path, size: int, run: int, collect: bool
         log(f"size {size} run {run + 1}: peer collect")
         rec["peer_collect"] = run_peer_collect(fake, Path(rec["peer_submit"]["db"]), size)
     rec["fake_peak_rss_mb"] = fake.peak_rss_mb()
-    return rec
+
+
+def capture_anthropic_body(ext: Path, fake: Fake, src: Path, size: int) -> Path | None:
+    """The request file of the extension's first Anthropic job, the one its create body
+    is streamed from: a submit killed at AI_BATCH_FAILPOINT=submit_after_upload (just
+    after the job is staged, before any request) leaves it in its spool directory (under
+    staged/, where staging keeps it until the batch is recorded)."""
+    spool = WORK / "capture_spool"
+    if spool.exists():
+        shutil.rmtree(spool)
+    spool.mkdir(parents=True)
+    db = WORK / "capture.duckdb"
+    copy_db(src, db)
+    log(f"size {size}: capturing the Anthropic create body (a submit stopped at submit_after_upload)")
+    env = {**submit_env(fake, "anthropic"), "AI_BATCH_SPOOL_DIR": str(spool), "AI_BATCH_FAILPOINT": "submit_after_upload"}
+    r = ext_sql(ext, db, [SUBMIT_SQLS["anthropic"]], f"capture_anthropic_{size}", env)
+    # the staged copy (complete) when the build keeps one; the next job's file may be half written
+    files = sorted((spool / "staged").glob("*.jsonl")) or sorted(spool.glob("*.jsonl"))
+    if r["rc"] != -9 or len(files) != 1:
+        log(f"  no capture (exit {r['rc']}, {len(files)} request file(s)): the raw create is not measured")
+        return None
+    keep = WORK / f"anthropic_body_{size}.jsonl"
+    shutil.move(files[0], keep)
+    shutil.rmtree(spool)
+    return keep
+
+
+def anthropic_part(ext: Path, fake: Fake, src: Path, size: int, run: int, collect: bool, state: dict,
+                   rec: dict) -> None:
+    """The Anthropic half of a run, on a reset fake after the OpenAI half: the extension's
+    submit, the fake completes the batches, batch_refresh(), then the fake alone (a raw
+    results download and a raw create of the extension's first job's body)."""
+    fake.reset()
+    rec["anthropic_loadavg_1min"] = os.getloadavg()[0]
+    log(f"size {size} run {run + 1}: extension submit (anthropic)")
+    sub = rec["ant_submit"] = run_ext_submit(ext, fake, src, size, "anthropic")
+    if sub.get("error"):
+        log(f"  extension submit (anthropic) failed: {sub['error'][:500]}")
+    rec["fake_complete_after_ant_s"] = fake.complete_all()
+    if collect and sub.get("rc") == 0:
+        log(f"size {size} run {run + 1}: batch_refresh() (anthropic)")
+        rec["ant_collect"] = run_ext_refresh(ext, fake, Path(sub["db"]), size, "anthropic")
+        if rec["ant_collect"].get("error"):
+            log(f"  batch_refresh (anthropic) failed: {rec['ant_collect']['error'][:500]}")
+    ended = [b for b in fake.state()["message_batches"] if b["processing_status"] == "ended"]
+    if ended:  # newest first: the last is the first job's batch
+        rec["fake_raw_results"] = fake.raw_results(ended[-1]["id"])
+        rec["fake_raw_results"]["requests"] = sum(ended[-1]["request_counts"].values())
+    bodies = state.setdefault("anthropic_body", {})
+    if size not in bodies:
+        bodies[size] = capture_anthropic_body(ext, fake, src, size)
+    if bodies[size]:
+        rec["fake_raw_create"] = fake.raw_create(bodies[size])
+        rec["fake_raw_create_parsed"] = fake.raw_create(bodies[size], "on-create")
+    rec["fake_peak_rss_mb_anthropic"] = fake.peak_rss_mb()
 
 
 # --------------------------------------------------------------------------- summary + tables
@@ -543,8 +714,8 @@ def submit_columns(res: dict) -> list[tuple[str, list[str], list[str]]]:
     known = {n for _c, es, ps in SUBMIT_COLS for n in es + ps} | PEER_HIDDEN
     seen: set[str] = set()
     for size in res["sizes"]:
-        for k in ("ext_submit", "peer_submit"):
-            seen |= {n for n, v in ((size.get(k) or {}).get("stages") or {}).items() if v is not None}
+        for s in (size.get("ext_submit"), size.get("peer_submit"), (size.get("anthropic") or {}).get("ext_submit")):
+            seen |= {n for n, v in ((s or {}).get("stages") or {}).items() if v is not None}
     cols = [c for c in SUBMIT_COLS if seen & set(c[1] + c[2])]
     cols += [(n, [n], []) for n in sorted(seen - known)]
     return cols
@@ -574,7 +745,7 @@ def summarize_submit(runs: list[dict], key: str) -> dict | None:
     if s is None:
         return None
     s["peak_rss_mb_max"] = max(r["peak_rss_mb"] for r in rs)
-    if key == "ext_submit":
+    if s["tool"] == "extension":
         s["rss_after_load_mb"] = median(r.get("rss_after_load_mb") for r in rs)
         s["peak_rss_over_load_mb"] = median(r["peak_rss_mb"] - (r.get("rss_after_load_mb") or 0) for r in rs)
         s["duckdb_memory_mb"] = median(r.get("duckdb_memory_mb") for r in rs)
@@ -613,6 +784,29 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
 
 
+def anthropic_submit_notes(size: dict) -> list[str]:
+    """The Anthropic submit against OpenAI's, and how much of its upload+create the fake takes."""
+    ant = size.get("anthropic") or {}
+    a, e = ant.get("ext_submit"), size.get("ext_submit")
+    out = []
+    if a and e and e.get("seconds"):
+        ac, ec = ant.get("ext_collect"), size.get("ext_collect")
+        coll = f", collect {ac['seconds'] / ec['seconds']:.2f}x" if ac and ec and ec.get("seconds") else ""
+        out.append(f"  {size['issues']:,} issues: anthropic / openai (extension): submit {a['seconds'] / e['seconds']:.2f}x{coll}")
+    fa = ant.get("fake") or {}
+    uc = (a or {}).get("stages", {}).get("upload_create")
+    if a and uc is not None and fa.get("raw_create_mb_s") and a.get("jsonl_bytes"):
+        mb = a["jsonl_bytes"] / 1e6
+        line = (f"  {size['issues']:,} issues: anthropic upload+create {uc:.2f} s (what is left after the build) for "
+                f"{mb:.0f} MB in {a.get('jobs')} job(s); the fake alone takes a create body at "
+                f"{fa['raw_create_mb_s']:.0f} MB/s (~{mb / fa['raw_create_mb_s']:.2f} s for all of it)")
+        if fa.get("raw_create_parsed_mb_s"):
+            line += (f"; parsing it at create, as the fake does by default, it takes {fa['raw_create_parsed_mb_s']:.0f} MB/s "
+                     f"(~{mb / fa['raw_create_parsed_mb_s']:.2f} s, on these 2 cores)")
+        out.append(line)
+    return out
+
+
 def print_report(res: dict) -> str:
     out = []
     m = res["machine"]
@@ -626,12 +820,13 @@ def print_report(res: dict) -> str:
     rows = []
     for size in res["sizes"]:
         e, p = size.get("ext_submit"), size.get("peer_submit")
-        for s in (e, p):
+        a = (size.get("anthropic") or {}).get("ext_submit")
+        for s, who in ((e, "extension, openai"), (p, "peer (python), openai"), (a, "extension, anthropic")):
             if not s:
                 continue
-            cells = [f"{size['issues']:,}", "extension" if s is e else "peer (python)"]
+            cells = [f"{size['issues']:,}", who]
             for _col, es, ps in cols:
-                names = es if s is e else ps
+                names = ps if s is p else es
                 vals = [s["stages"].get(n) for n in names if s["stages"].get(n) is not None]
                 cells.append(fmt(sum(vals)) if vals else "·")
             cells += [fmt(s["seconds"]), fmt(s.get("issues_per_s"), 0),
@@ -643,21 +838,29 @@ def print_report(res: dict) -> str:
             rows.append(cells)
     out.append(table(["issues", "tool"] + [c[0] for c in cols] +
                      ["total s", "issues/s", "JSONL MB/s", "peak RSS MB", "ext/peer"], rows))
-    out.append("  peer: one query selects, skips and reads (shown under read); tokens = chars/4 inside build.")
-    ext_stages = {n for size in res["sizes"] for n in ((size.get("ext_submit") or {}).get("stages") or {})}
+    has_peer = any(size.get("peer_submit") for size in res["sizes"])
+    if has_peer:
+        out.append("  peer: one query selects, skips and reads (shown under read); tokens = chars/4 inside build.")
+    ext_stages = {n for size in res["sizes"]
+                  for e in (size.get("ext_submit"), (size.get("anthropic") or {}).get("ext_submit"))
+                  for n in ((e or {}).get("stages") or {})}
     if "build_requests" in ext_stages:
         parts = sorted(ext_stages & {"read_issues", "count_tokens", "render_count_tokens", "build_jsonl", "spool"})
         out.append("  extension: build_requests streams read + count + build + spool together"
                    + (f"; {', '.join(parts)} are its parts (not added to it)" if parts else ""))
     for size in res["sizes"]:
-        e = size.get("ext_submit")
-        if e:
-            out.append(f"  {size['issues']:,} issues: extension peak RSS {fmt(e['peak_rss_mb'], 0)} MB = "
-                       f"{fmt(e.get('rss_after_load_mb'), 0)} MB after LOAD + {fmt(e.get('peak_rss_over_load_mb'), 0)} MB "
-                       f"for the submit; DuckDB buffer use after it {fmt(e.get('duckdb_memory_mb'), 0)} MB; "
-                       f"JSONL {fmt((e.get('jsonl_bytes') or 0) / 1e6, 0)} MB in {e.get('jobs')} job(s); "
-                       f"1-min load avg during runs {size.get('loadavg')}")
-    out.append("  ext/peer < 1 means the extension is faster; the target is <= 0.5.")
+        ant = size.get("anthropic") or {}
+        for e, who, load in ((size.get("ext_submit"), "extension", size.get("loadavg")),
+                             (ant.get("ext_submit"), "extension on anthropic", ant.get("loadavg"))):
+            if e:
+                out.append(f"  {size['issues']:,} issues: {who} peak RSS {fmt(e['peak_rss_mb'], 0)} MB = "
+                           f"{fmt(e.get('rss_after_load_mb'), 0)} MB after LOAD + {fmt(e.get('peak_rss_over_load_mb'), 0)} MB "
+                           f"for the submit; DuckDB buffer use after it {fmt(e.get('duckdb_memory_mb'), 0)} MB; "
+                           f"JSONL {fmt((e.get('jsonl_bytes') or 0) / 1e6, 0)} MB in {e.get('jobs')} job(s); "
+                           f"1-min load avg during runs {load}")
+        out.extend(anthropic_submit_notes(size))
+    if has_peer:
+        out.append("  ext/peer < 1 means the extension is faster; the target is <= 0.5. The peer speaks OpenAI only.")
     out.append("")
 
     out.append("COLLECT (batch_refresh() vs peer_collect.py; the fake has finished every batch beforehand)")
@@ -666,12 +869,13 @@ def print_report(res: dict) -> str:
     rows = []
     for size in res["sizes"]:
         e, p = size.get("ext_collect"), size.get("peer_collect")
-        for s in (e, p):
+        a = (size.get("anthropic") or {}).get("ext_collect")
+        for s, who in ((e, "extension, openai"), (p, "peer (python), openai"), (a, "extension, anthropic")):
             if not s:
                 continue
             stages = ", ".join(f"{k} {v:.2f}" for k, v in s["stages"].items() if v is not None and k != "connect")
             ratio = f"{e['seconds'] / p['seconds']:.2f}x" if (s is e and p and p.get("seconds")) else ""
-            rows.append([f"{size['issues']:,}", "extension" if s is e else "peer (python)", stages or "-",
+            rows.append([f"{size['issues']:,}", who, stages or "-",
                          fmt(s["seconds"]), fmt(s.get("results_per_s"), 0), fmt(s["peak_rss_mb"], 0),
                          fmt(s.get("analyses")), ratio])
     if rows:
@@ -693,11 +897,30 @@ def print_report(res: dict) -> str:
     rows = []
     for size in res["sizes"]:
         fa = size.get("fake", {})
+        if not (size.get("ext_submit") or size.get("peer_submit")):
+            continue  # no OpenAI half in this run
         rows.append([f"{size['issues']:,}", fmt(fa.get("raw_upload_mb"), 1), fmt(fa.get("raw_upload_mb_s"), 0),
                      fmt(fa.get("raw_download_mb"), 1), fmt(fa.get("raw_download_mb_s"), 0),
                      fmt(fa.get("complete_after_ext_s")), fmt(fa.get("peak_rss_mb"), 0)])
-    out.append(table(["issues", "raw upload MB", "upload MB/s", "output MB", "download MB/s",
-                      "fake validate+render s", "fake peak RSS MB"], rows))
+    if rows:
+        out.append(table(["issues", "raw upload MB", "upload MB/s", "output MB", "download MB/s",
+                          "fake validate+render s", "fake peak RSS MB"], rows))
+    rows = []
+    for size in res["sizes"]:
+        fa = (size.get("anthropic") or {}).get("fake")
+        if fa:
+            rows.append([f"{size['issues']:,}", fmt(fa.get("raw_create_mb"), 1), fmt(fa.get("raw_create_requests"), 0),
+                         fmt(fa.get("raw_create_s")), fmt(fa.get("raw_create_mb_s"), 0),
+                         fmt(fa.get("raw_create_parsed_s")), fmt(fa.get("raw_create_parsed_mb_s"), 0),
+                         fmt(fa.get("raw_results_mb"), 1), fmt(fa.get("raw_results_mb_s"), 0),
+                         fmt(fa.get("complete_after_ext_s")), fmt(fa.get("peak_rss_mb"), 0)])
+    if rows:
+        out.append("  Anthropic: a raw create of the extension's first job's body, as the benchmark runs the fake "
+                   "(it reads the body and scans it for custom_ids; the parse waits for the first poll) and parsing "
+                   "all of it before answering (its default, validate on-create); a raw download of one results stream")
+        out.append(table(["issues", "create body MB", "requests", "raw create s", "create MB/s", "create+parse s",
+                          "create+parse MB/s", "results MB", "download MB/s", "fake parse+render s",
+                          "fake peak RSS MB"], rows))
     fl = res["floors"]
     tcp = fl.get("tcp_loopback") or {}
     out.append(f"  raw TCP loopback (Python sendall -> recv_into): {fmt(tcp.get('mb_s'), 0)} MB/s")
@@ -759,7 +982,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-collect", action="store_true", help="do not time collecting (batch_refresh / peer_collect)")
     ap.add_argument("--tokbench", choices=["auto", "always", "never"], default="auto",
                     help="token-counting floor: auto runs core/examples/tokbench if already built")
+    ap.add_argument("--provider", choices=["openai", "anthropic", "both"], default="both",
+                    help="whose side of the fake to run against; both (default) runs each run's OpenAI half "
+                         "exactly as --provider openai does, then the Anthropic half")
+    ap.add_argument("--out", help="directory for corpora, work files and results (default bench/out)")
     a = ap.parse_args(argv)
+    providers = PROVIDERS if a.provider == "both" else (a.provider,)
+    global OUT, WORK
+    if a.out:
+        OUT = Path(a.out).resolve()
+        WORK = OUT / "work"
 
     ext = Path(a.extension).resolve()
     if not ext.exists():
@@ -800,8 +1032,11 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             meta = corpus(size, a.seed)
             src = Path(meta["path"])
-            runs = [one_run(ext, fake, src, size, i, has_refresh and not a.no_collect, not a.no_collect, state)
-                    for i in range(a.runs)]
+            runs = [one_run(ext, fake, src, size, i, has_refresh and not a.no_collect, not a.no_collect, state,
+                            providers) for i in range(a.runs)]
+            body = state.get("anthropic_body", {}).pop(size, None)
+            if body:
+                body.unlink(missing_ok=True)
             entry = {
                 "issues": size,
                 "corpus": meta,
@@ -809,17 +1044,19 @@ def main(argv: list[str] | None = None) -> int:
                 "peer_submit": summarize_submit(runs, "peer_submit"),
                 "ext_collect": summarize_collect(runs, "ext_collect"),
                 "peer_collect": summarize_collect(runs, "peer_collect"),
-                "fake": {
-                    "raw_upload_mb": median(r.get("fake_raw_upload", {}).get("bytes", 0) / 1e6 for r in runs),
-                    "raw_upload_mb_s": median(r.get("fake_raw_upload", {}).get("mb_s") for r in runs),
-                    "raw_download_mb": median(r.get("fake_raw_download", {}).get("bytes", 0) / 1e6 for r in runs),
-                    "raw_download_mb_s": median(r.get("fake_raw_download", {}).get("mb_s") for r in runs),
-                    "complete_after_ext_s": median(r.get("fake_complete_after_ext_s") for r in runs),
-                    "peak_rss_mb": max((r.get("fake_peak_rss_mb") or 0) for r in runs),
-                },
+                "fake": {**run_medians(runs, FAKE_OPENAI),
+                         "peak_rss_mb": max((r.get("fake_peak_rss_mb") or 0) for r in runs)},
                 "loadavg": " ".join(f"{r['loadavg_1min']:.1f}" for r in runs),
                 "runs": [{k: v for k, v in r.items()} for r in runs],
             }
+            if "anthropic" in providers:
+                entry["anthropic"] = {
+                    "ext_submit": summarize_submit(runs, "ant_submit"),
+                    "ext_collect": summarize_collect(runs, "ant_collect"),
+                    "fake": {**run_medians(runs, FAKE_ANTHROPIC),
+                             "peak_rss_mb": max((r.get("fake_peak_rss_mb_anthropic") or 0) for r in runs)},
+                    "loadavg": " ".join(f"{r['anthropic_loadavg_1min']:.1f}" for r in runs),
+                }
             for r in entry["runs"]:
                 for k in ("ext_submit", "peer_submit"):
                     if r.get(k):
@@ -829,6 +1066,9 @@ def main(argv: list[str] | None = None) -> int:
             if e and p:
                 log(f"size {size}: extension {e['seconds']:.2f} s, peer {p['seconds']:.2f} s "
                     f"(ratio {e['seconds'] / p['seconds']:.2f})")
+            an = (entry.get("anthropic") or {}).get("ext_submit")
+            if an:
+                log(f"size {size}: extension on anthropic {an['seconds']:.2f} s")
     finally:
         fake.stop()
 
@@ -876,7 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rf = OUT / f"results-{stamp}.json"
-    res["results_file"] = os.path.relpath(rf, ROOT)
+    res["results_file"] = os.path.relpath(rf, ROOT) if rf.is_relative_to(ROOT) else str(rf)
     rf.write_text(json.dumps(res, indent=2, default=str, ensure_ascii=False))
     report = print_report(res)
     (OUT / f"report-{stamp}.txt").write_text(report + "\n")

@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         "--validate",
         choices=["on-create", "on-first-poll"],
         default="on-create",
-        help="when a created batch's input file is parsed: in the background at create (default), or "
-        "when the batch is first polled (benchmarks: keeps the fake's parsing off the client's upload)",
+        help="when a created batch's input file (or an Anthropic create's body) is parsed: at create "
+        "(default), or when the batch is first polled (benchmarks: keeps the fake's parsing off the "
+        "client's upload and create)",
     )
     ap.add_argument("--config", help="JSON file with an initial control config (same shape as POST /_fake/config)")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")

@@ -32,6 +32,12 @@ BATCHES_PATH = "/v1/messages/batches"
 CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_REQUESTS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
+# config validate = on-first-poll (the benchmark's mode): a create finds the custom_ids with
+# this scan of the raw body and answers; the body is parsed when the batch is first used.
+# (Inside a JSON string a quote is escaped, so the scan sees only real "custom_id" keys
+# with a string value; ai_batch's params hold none.)
+_BODY_HEAD = re.compile(rb'\s*\{\s*"requests"\s*:\s*\[')
+_CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([^"\\]*)"')
 # Anthropic's error type for an HTTP status (the `type` of its error object).
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -141,9 +147,13 @@ def _param_error(params: Any) -> str | None:
 
 
 class MsgBatch:
-    def __init__(self, bid: str, seq: int, requests: list[dict[str, Any]], behaviour: dict[str, Any], job_id: str | None):
+    def __init__(self, bid: str, seq: int, requests: list[dict[str, Any]] | None, behaviour: dict[str, Any],
+                 job_id: str | None, ids: list[str], raw: bytearray | None = None):
+        """``requests`` parsed, or None with the ``raw`` body kept (parsed on first use) and
+        ``ids`` its custom_ids."""
         self.id, self.seq, self.behaviour, self.job_id = bid, seq, behaviour, job_id
-        self.requests = requests
+        self._requests, self._raw, self._n = requests, raw, len(ids)
+        self.head_ids = ids[:1000]
         self.lock = threading.RLock()
         self.status = "in_progress"
         self.created = time.time()
@@ -154,14 +164,24 @@ class MsgBatch:
         self.retrieves = 0
         self.pending_retrieves = 0
         self.last_step = time.monotonic()
-        self.counts = {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        self.counts = {"processing": self._n, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
         self.results: bytes | None = None
         self.results_missing = False
         self.echo = ""
         self.deleted = False
 
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        if self._requests is None:
+            self._requests = json.loads(self._raw)["requests"]
+            self._raw = None
+        return self._requests
+
+    def parsed(self) -> bool:
+        return self._requests is not None
+
     def n(self) -> int:
-        return len(self.requests)
+        return len(self._requests) if self._requests is not None else self._n
 
     def cut(self) -> int:
         frac = float(self.behaviour.get("partial_fraction") or 0.0)
@@ -235,25 +255,42 @@ class AnthropicBatches:
             raise ApiError(400, "requests: List should have at least 1 item after validation, not 0")
         if len(reqs) > self.prov.config.get("anthropic_max_requests", MAX_REQUESTS):
             raise ApiError(400, f"requests: List should have at most {MAX_REQUESTS} items after validation, not {len(reqs)}")
-        seen: set[str] = set()
         for i, r in enumerate(reqs):
             if not isinstance(r, dict):
                 raise ApiError(400, f"requests.{i}: Input should be a valid dictionary")
-            cid = r.get("custom_id")
-            if not isinstance(cid, str) or not CUSTOM_ID_RE.match(cid):
-                raise ApiError(400, f"requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
-            if cid in seen:
-                raise ApiError(400, f"Duplicate custom_id '{cid}': custom_id must be unique within a Message Batch.")
-            seen.add(cid)
+        ids = [r.get("custom_id") for r in reqs]
+        _check_ids(ids)
+        for i, r in enumerate(reqs):
             if "params" not in r:
                 raise ApiError(400, f"requests.{i}.params: Field required")
-        job_id = job_id_of(reqs[0]["custom_id"])
+        return self._new(reqs, ids, None, host, api_key_header)
+
+    def create_deferred(self, body: bytearray, host: str, api_key_header: str | None) -> Resp | None:
+        """A create under config validate = on-first-poll: the custom_ids found by a scan of
+        the raw body are checked as ``create`` checks them, and the body is parsed only when
+        the batch is first used (retrieve, list, state, results), as the OpenAI side defers
+        validating an input file, so the fake's Python parsing is not inside the client's
+        timed create. None: a body that does not look like ``{"requests": [...]}`` with
+        custom_ids, for ``create`` to parse and answer now."""
+        if not _BODY_HEAD.match(body):
+            return None
+        ids = [m.group(1).decode("utf-8", "replace") for m in _CUSTOM_ID.finditer(body)]
+        if not ids:
+            return None
+        if len(ids) > self.prov.config.get("anthropic_max_requests", MAX_REQUESTS):
+            raise ApiError(400, f"requests: List should have at most {MAX_REQUESTS} items after validation, not {len(ids)}")
+        _check_ids(ids)
+        return self._new(None, ids, body, host, api_key_header)
+
+    def _new(self, reqs: list[dict[str, Any]] | None, ids: list[str], raw: bytearray | None, host: str,
+             api_key_header: str | None) -> Resp:
+        job_id = job_id_of(ids[0])
         prov = self.prov
         with prov.lock:
             behaviour = prov.new_behaviour(job_id)
             self.seq += 1
             bid = "msgbatch_" + uuid.uuid4().hex[:24]
-            b = MsgBatch(bid, self.seq, reqs, behaviour, job_id)
+            b = MsgBatch(bid, self.seq, reqs, behaviour, job_id, ids, raw)
             if behaviour.get("echo_authorization") and api_key_header:
                 b.echo = f" (request header x-api-key: {api_key_header})"
             self.batches[bid] = b
@@ -349,7 +386,8 @@ class AnthropicBatches:
             "retrieves": b.retrieves,
             "requests": b.n(),
             "client_cancelled": b.client_cancelled,
-            "custom_ids": [r["custom_id"] for r in b.requests[:1000]],
+            "custom_ids": list(b.head_ids),
+            "parsed": b.parsed(),
         }
         return d
 
@@ -419,7 +457,7 @@ class AnthropicBatches:
             return dumps({"custom_id": cid, "result": {"type": "errored", "error": err}})
 
         for i, r in enumerate(b.requests):
-            cid, params = r["custom_id"], r["params"]
+            cid, params = r.get("custom_id"), r.get("params")
             if i >= processed:
                 lines.append(dumps({"custom_id": cid, "result": {"type": tail}}))
                 counts[tail] += 1
@@ -467,6 +505,17 @@ class AnthropicBatches:
         b.counts = counts
         b.status = "ended"
         b.ended_at = time.time()
+
+
+def _check_ids(ids: list[Any]) -> None:
+    """The 400 of a create whose custom_ids do not match Anthropic's pattern or repeat."""
+    seen: set[str] = set()
+    for i, cid in enumerate(ids):
+        if not isinstance(cid, str) or not CUSTOM_ID_RE.match(cid):
+            raise ApiError(400, f"requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
+        if cid in seen:
+            raise ApiError(400, f"Duplicate custom_id '{cid}': custom_id must be unique within a Message Batch.")
+        seen.add(cid)
 
 
 def _invalid(kind: str, content: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:

@@ -135,6 +135,7 @@ CONFIG_SCALARS = {
 # "on-first-poll": when the batch is first advanced (retrieve, list, cancel). The real
 # service validates on its own machines; a benchmark sets "on-first-poll" so the fake's
 # parsing does not compete (for the GIL and the cores) with the client's next upload.
+# Anthropic creates, whose requests come in the create body, follow it too (anthropic.py).
 VALIDATE_MODES = ("on-create", "on-first-poll")
 
 

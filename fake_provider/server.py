@@ -349,6 +349,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if method == "POST":
                     if len(body) > anthropic.MAX_BODY_BYTES:
                         raise ApiError(413, f"Request body of {len(body)} bytes exceeds the {anthropic.MAX_BODY_BYTES} byte limit.", "request_too_large")
+                    if prov.config["validate"] == "on-first-poll":
+                        deferred = a.create_deferred(body, host, self.headers.get("x-api-key"))
+                        if deferred is not None:
+                            return deferred
                     return a.create(_json_body(body), host, self.headers.get("x-api-key"))
                 if method == "GET":
                     return a.list(query, host)

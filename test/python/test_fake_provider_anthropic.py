@@ -301,6 +301,34 @@ def test_lost_create_response_still_creates_the_batch(fake_openai):
     assert st["message_batches"][0]["_fake"]["custom_ids"] == ["lost1-i1", "lost1-i2"]
 
 
+def test_parse_deferred_to_first_poll(fake_openai):
+    """validate=on-first-poll (the benchmark's mode): a create checks the custom_ids found in
+    the raw body and answers without parsing it; the first retrieve parses it and the batch
+    runs as usual. The create's 400s are the same."""
+    fake_openai.configure(validate="on-first-poll")
+    c = sdk(fake_openai)
+    b = c.messages.batches.create(requests=requests(3, job="lazy"))
+    assert b.request_counts.processing == 3
+    [view] = fake_openai.state()["message_batches"]
+    assert view["_fake"]["parsed"] is False and view["_fake"]["job_id"] == "lazy"
+    assert view["_fake"]["custom_ids"] == ["lazy-i1", "lazy-i2", "lazy-i3"]
+    assert fake_openai.state()["counts"]["creates_by_job"] == {"lazy": 1}
+    b = c.messages.batches.retrieve(b.id)
+    assert b.processing_status == "ended" and b.request_counts.succeeded == 3
+    assert fake_openai.state()["message_batches"][0]["_fake"]["parsed"] is True
+    assert set(results(c, b.id)) == {"lazy-i1", "lazy-i2", "lazy-i3"}
+    with pytest.raises(anthropic.BadRequestError, match="custom_id"):
+        c.messages.batches.create(requests=[{"custom_id": "has space", "params": params("x")}])
+    with pytest.raises(anthropic.BadRequestError, match="Duplicate custom_id"):
+        c.messages.batches.create(requests=[{"custom_id": "a", "params": params("x")}] * 2)
+    with pytest.raises(anthropic.BadRequestError):
+        c.messages.batches.create(requests=[])
+    assert fake_openai.state()["counts"]["batch_creates"] == 1
+    fake_openai.configure(validate="on-create")
+    c.messages.batches.create(requests=requests(1, job="eager"))
+    assert fake_openai.state()["message_batches"][0]["_fake"]["parsed"] is True
+
+
 def test_path_prefix_and_relative_results_url(fake_openai):
     fake_openai.configure(path_prefix="/gw/anthropic", relative_results_url=True)
     c = sdk(fake_openai, base_url=fake_openai.root_url + "/gw/anthropic")
