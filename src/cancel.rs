@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ai_batch_core::lifecycle::{self, CancelStep};
 use duckdb::Connection;
 
+use crate::jobid::now_ms;
 use crate::reconcile;
 use crate::refresh::{poll, summary_row, what_to_do, Clients, RefreshError, RefreshRow};
 use crate::runtime::Runtime;
@@ -58,21 +59,47 @@ pub(crate) fn cancel(rt: &Arc<Runtime>, job_id: &str) -> Result<RefreshRow, Refr
         CancelStep::FindThenCancel | CancelStep::CancelAtProvider => {}
     }
     let mut clients = Clients::new()?;
+    let window = reconcile::settle_window(&clients.opts);
     let client = clients.get(&job)?;
     // A job whose create may have been lost: find its batch first. Not found: its
     // input file is deleted (a create still in flight can then no longer land) and the
-    // list read again.
+    // list read again. A provider that cannot stop a create in flight (Anthropic) is
+    // not cancelled locally while the create may still land: that batch would run on,
+    // billed, with no job to collect it.
     let mut sealed = None;
     let batch_id = match (step, &job.provider_batch_id, job.input_file_id.as_deref()) {
         (CancelStep::CancelAtProvider, Some(id), _) => Some(id.clone()),
         (_, _, file) => match reconcile::find_batch(conn, client, &job)? {
             Some(b) => Some(b.id),
-            None => match file {
-                Some(f) => {
+            None => match (
+                file,
+                lifecycle::reconcile_step(job.sent_ms, now_ms(), window),
+            ) {
+                (Some(_), lifecycle::ReconcileStep::Wait { decide_at_ms })
+                    if !client.fences_creates() =>
+                {
+                    return summary_row(
+                        conn,
+                        &job,
+                        old,
+                        0,
+                        format!(
+                            "not cancelled yet: the create sent at {} may still land at {}, \
+                             which cannot stop a create in flight; run batch_cancel('{}') again \
+                             after {} (it then cancels the batch if it landed, or the job here \
+                             if it did not)",
+                            reconcile::utc_text(job.sent_ms.unwrap_or_default()),
+                            client.name(),
+                            job.job_id,
+                            reconcile::utc_text(decide_at_ms)
+                        ),
+                    );
+                }
+                (Some(f), _) => {
                     sealed = Some(reconcile::sealed_text(client, f));
                     reconcile::seal(conn, client, &job, f)?.map(|b| b.id)
                 }
-                None => None,
+                (None, _) => None,
             },
         },
     };

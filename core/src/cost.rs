@@ -483,17 +483,16 @@ pub(crate) const BUILTIN_BATCH_PRICES: &[(&str, f64, f64)] = &[
     ("gpt-3.5-turbo", 0.25, 0.75),
     // Anthropic's Message Batches (50 % of the standard rates). Source: Anthropic's
     // pricing page (docs.anthropic.com/en/docs/about-claude/pricing), whose batch table
-    // lists Opus 4 / 4.1 at 7.50 / 37.50 and Sonnet 4 at 1.50 / 7.50; the 4.5 and 4.6
+    // lists Opus 4.1 at 7.50 / 37.50; the 4.5 and 4.6
     // generation halved from the standard rates of copies of that page dated January
     // to March 2026 (Opus 5 / 25, Sonnet 3 / 15, Haiku 4.5 1 / 5). Checked 2026-11.
-    // Only models that take structured outputs are listed (older ones are refused).
+    // Only models that take structured outputs are listed (older ones, Claude 3.x,
+    // claude-opus-4 and claude-sonnet-4, are refused at bind).
     ("claude-opus-4-6", 2.50, 12.50),
     ("claude-opus-4-5", 2.50, 12.50),
     ("claude-opus-4-1", 7.50, 37.50),
-    ("claude-opus-4", 7.50, 37.50),
     ("claude-sonnet-4-6", 1.50, 7.50),
     ("claude-sonnet-4-5", 1.50, 7.50),
-    ("claude-sonnet-4", 1.50, 7.50),
     ("claude-haiku-4-5", 0.50, 2.50),
 ];
 
@@ -1302,8 +1301,24 @@ mod tests {
             ("claude-haiku-4-5", 0.50, 2.50)
         );
         assert!(note.unwrap().contains("o200k_base x 1.25"));
-        // A newer version is not priced as an older one.
-        assert_eq!(price_and_note(&prices, "claude-opus-4-9").0, None);
+        // A newer version is not priced as an older one (a user's row for the family
+        // does not price the next version).
+        let with_family = PriceTable::builtin()
+            .with_overrides([ModelPrice {
+                model: "claude-opus-4".into(),
+                input_per_mtok: 7.5,
+                output_per_mtok: 37.5,
+            }])
+            .unwrap();
+        assert!(with_family.lookup("claude-opus-4-9").is_err());
+        assert_eq!(
+            with_family
+                .lookup("claude-opus-4-20250514")
+                .unwrap()
+                .price
+                .model,
+            "claude-opus-4"
+        );
         assert_eq!(
             price_and_note(&prices, "claude-opus-4-5")
                 .0
@@ -1312,7 +1327,7 @@ mod tests {
             2.50
         );
         assert_eq!(
-            price_and_note(&prices, "claude-opus-4-20250514")
+            price_and_note(&prices, "claude-opus-4-1-20250805")
                 .0
                 .unwrap()
                 .input_per_mtok,

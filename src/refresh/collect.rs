@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use ai_batch_core::anthropic::reconcile::{results_owner, Owner};
 use ai_batch_core::cost::{self, PriceTable};
 use ai_batch_core::lifecycle::code::{self, RESULT_UNAVAILABLE, RESULT_UNREADABLE};
 use ai_batch_core::lifecycle::{self, BatchErrors, ItemStatus, ResultFiles};
@@ -162,6 +163,24 @@ pub(super) fn collect(
     let slices: Vec<&[u8]> = dl.files.iter().map(|f| f.2.as_slice()).collect();
     let parsed = client.format().parse_results(&slices, proc_);
     prof.mark("parse_validate", parsed.outcomes.len() as u64);
+    // A batch whose provider does not say whose it is (Anthropic's carry no metadata)
+    // was adopted for a lost create by its size and time: its results decide. Not one
+    // of ours: it is another program's, and the job looks again.
+    if batch.job_id.is_none()
+        && results_owner(
+            &job.job_id,
+            parsed.outcomes.iter().map(|o| o.custom_id.as_str()),
+        ) == Owner::Theirs
+    {
+        let msg = format!(
+            "batch {} was taken for this job's lost create by its size and time, but its \
+             results carry none of this job's custom_ids: it is another program's; it is let \
+             go, nothing of it is applied, and the job looks for its batch again",
+            batch.id
+        );
+        store::job_unadopted(conn, job.pk, &msg)?;
+        return Ok(Collected::Kept(msg));
+    }
     let unreadable = describe_unreadable(&parsed, &dl.files);
     let output_read = dl.files.iter().any(|f| f.0 == "output");
     drop(slices);

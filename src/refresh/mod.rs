@@ -100,7 +100,7 @@ const BUSY: &str = "skipped: another ai_batch call (a submit, refresh or cancel 
 /// provider and base URL it was sent to. A key is read from the environment when a
 /// job first needs it, and required only when a job needs the network.
 pub(crate) struct Clients {
-    opts: ClientOptions,
+    pub(crate) opts: ClientOptions,
     by_url: HashMap<(&'static str, String), Box<dyn Provider>>,
 }
 

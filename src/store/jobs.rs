@@ -152,6 +152,21 @@ pub(crate) fn job_created(
     Ok(())
 }
 
+/// Takes back a batch adopted for a lost create that its results show is another's:
+/// the job is `uploaded` again with no batch, so the next refresh looks again (an
+/// ended batch is adopted only when its results are the job's).
+pub(crate) fn job_unadopted(conn: &Connection, job_pk: i64, message: &str) -> duckdb::Result<()> {
+    conn.execute(
+        "UPDATE batch_jobs SET provider_batch_id = NULL, status = ?, output_file_id = NULL, \
+                error_file_id = NULL, provider_completed = NULL, provider_failed = NULL, \
+                provider_total = NULL, collect_attempts = NULL, error_message = ?, \
+                updated_at = current_timestamp \
+         WHERE id = ?",
+        params![JobStatus::Uploaded.as_str(), message, job_pk],
+    )?;
+    Ok(())
+}
+
 /// Records that a create of the job's batch is about to be sent (`submitted_at`),
 /// before it is sent: a later refresh then knows whether a create may still land.
 pub(crate) fn create_sent(conn: &Connection, job_pk: i64) -> duckdb::Result<()> {

@@ -208,8 +208,8 @@ pub(crate) fn create_job(
         Err(e) if e.may_have_reached_provider() => {
             let msg = format!(
                 "creating the batch may have reached {} but no answer came back: {e} \
-                 (batch_refresh() looks the batch up by job id and input file, and does not create \
-                 it again while this create may still land; nothing is sent twice)",
+                 (batch_refresh() looks the batch up, and does not create it again while this \
+                 create may still land; nothing is sent twice)",
                 client.name()
             );
             store::job_error(conn, job_pk, &msg).map_err(db)?;

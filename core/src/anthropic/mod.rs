@@ -260,11 +260,12 @@ impl AnthropicProvider {
             [] => Ok(None),
             [one] => Ok(Some(one.to_view())),
             many => {
-                Err(HttpError::InvalidArgument {
+                Err(HttpError::Undecided {
                     service: SERVICE.name,
                     detail: format!(
-                    "{} running batches ({}) could be job {}'s lost create; their results will \
-                     tell once they end: refresh again then",
+                    "{} running batches ({}) could be job {}'s lost create; nothing is created \
+                     while one could be: their results tell which once they end (refresh again \
+                     then)",
                     many.len(),
                     many.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(", "),
                     lost.job_id

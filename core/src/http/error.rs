@@ -48,6 +48,15 @@ pub enum HttpError {
         /// What was wrong.
         detail: String,
     },
+    /// The provider's answers do not decide the question yet (several batches could
+    /// be a lost create's); asking again later will.
+    #[error("{service}: {detail}")]
+    Undecided {
+        /// The provider's name in messages.
+        service: &'static str,
+        /// What is undecided, and when it will be.
+        detail: String,
+    },
     /// The provider (or something in between) answered with an error status.
     #[error("{0}")]
     Api(Box<ApiError>),
@@ -290,6 +299,7 @@ impl HttpError {
             | HttpError::InvalidApiKey { service, .. }
             | HttpError::InvalidBaseUrl { service, .. }
             | HttpError::InvalidArgument { service, .. }
+            | HttpError::Undecided { service, .. }
             | HttpError::Redirect { service, .. }
             | HttpError::Decode { service, .. }
             | HttpError::Truncated { service, .. }
