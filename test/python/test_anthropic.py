@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import ROUND_HALF_UP, Decimal
 import sys
 import uuid
 from pathlib import Path
@@ -65,6 +66,11 @@ MODEL = ANTHROPIC.model
 HAIKU_BATCH_PRICES = (0.50, 2.50)
 
 
+def price(input_tokens, output_tokens):
+    """USD for these tokens at the Claude Haiku 4.5 batch prices."""
+    return input_tokens * HAIKU_BATCH_PRICES[0] / 1e6 + output_tokens * HAIKU_BATCH_PRICES[1] / 1e6
+
+
 @pytest.fixture
 def db(connect, fake_openai, monkeypatch):
     """N issues; the environment pointed at the fake's Anthropic API, and no OpenAI
@@ -80,6 +86,12 @@ def submit_claude(con, where="true", **named):
     if "model" not in named and "provider" not in named:
         named["model"] = MODEL
     return submit(con, where, **named)
+
+
+def one_row(con, sql):
+    out = rows(con, sql)
+    assert len(out) == 1, out
+    return out[0]
 
 
 def creates(fake):
@@ -163,11 +175,11 @@ def test_actual_cost_from_the_results_usage_next_to_the_estimate(db, fake_openai
     tin = sum(u["input_tokens"] + u["cache_creation_input_tokens"] + u["cache_read_input_tokens"]
               for u in usage.values())
     tout = sum(u["output_tokens"] for u in usage.values())
-    pin, pout = HAIKU_BATCH_PRICES
-    want = tin * pin / 1e6 + tout * pout / 1e6
+    want = price(tin, tout)
     h = rows(db, "SELECT * FROM batch_history() WHERE job_id = ?", [s["job_id"]])[0]
     assert (h["input_tokens"], h["output_tokens"]) == (tin, tout), h
-    assert abs(float(h["actual_cost"]) - want) < 1e-6, (h["actual_cost"], want)
+    # actual_cost is DECIMAL(10,4): rounded to the 4th decimal.
+    assert abs(float(h["actual_cost"]) - want) <= 0.00005 + 1e-12, (h["actual_cost"], want)
     assert h["cost_estimate"] is not None and float(h["cost_estimate"]) > 0, h
     assert (h["completed_count"], h["failed_count"], h["pending_count"]) == (8, 2, 0)
     # Per item: the tokens of its own result line, priced the same way; none for errored ones.
@@ -177,25 +189,30 @@ def test_actual_cost_from_the_results_usage_next_to_the_estimate(db, fake_openai
             assert i["status"] == "failed" and i["cost"] is None, i
             continue
         assert (i["input_tokens"], i["output_tokens"]) == (u["input_tokens"], u["output_tokens"]), i
+        # an item's cost is DECIMAL(12,6)
+        assert abs(float(i["cost"]) - price(u["input_tokens"], u["output_tokens"])) <= 5e-7 + 1e-12, i
     d = rows(db, "SELECT * FROM batch_details(?)", [s["job_id"]])
-    assert len(d) == N and abs(sum(r["item_cost"] or 0 for r in d) - want) < 1e-6
+    assert len(d) == N and abs(float(sum(r["item_cost"] or 0 for r in d)) - want) < 1e-5
 
 
 def test_estimate_uses_the_built_in_claude_price_unless_ai_batch_prices_overrides_it(db, fake_openai):
     def dry():
-        return submit_claude(db, dry_run=True)
+        return one_row(db, f"SELECT * FROM batch_submit('product-labeling', '*', model := '{MODEL}', dry_run := true)")
 
     def priced(r, pin, pout):
-        return r["estimated_input_tokens"] * pin / 1e6 + r["estimated_output_tokens"] * pout / 1e6
+        """The estimate as DECIMAL(10,4), rounded half up (test_submit.py's rule)."""
+        return (Decimal(r["estimated_input_tokens"]) * Decimal(str(pin)) / 10**6
+                + Decimal(r["estimated_output_tokens"]) * Decimal(str(pout)) / 10**6).quantize(
+            Decimal("0.0001"), ROUND_HALF_UP)
 
     built_in = dry()
     assert built_in["status"] == "dry_run" and built_in["estimated_input_tokens"] > 0, built_in
-    assert abs(float(built_in["cost_estimate"]) - priced(built_in, *HAIKU_BATCH_PRICES)) < 1e-6, built_in
+    assert built_in["cost_estimate"] == priced(built_in, *HAIKU_BATCH_PRICES), built_in
     db.execute("CREATE TABLE ai_batch_prices (model VARCHAR, input_per_mtok DOUBLE, output_per_mtok DOUBLE)")
     db.execute("INSERT INTO ai_batch_prices VALUES (?, 7.0, 11.0)", [MODEL])
     over = dry()
     assert over["estimated_input_tokens"] == built_in["estimated_input_tokens"]
-    assert abs(float(over["cost_estimate"]) - priced(over, 7.0, 11.0)) < 1e-6, over
+    assert over["cost_estimate"] == priced(over, 7.0, 11.0), over
     assert api_requests(fake_openai) == []
 
 
