@@ -23,6 +23,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import duckdb
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,6 +276,32 @@ def test_a_model_that_does_not_fit_the_provider_is_refused_at_bind_and_nothing_h
     assert creates(fake_openai) == {s["job_id"]: 1}
 
 
+def test_base_url_parameter_behind_a_gateway_prefix_with_a_relative_results_url_and_batch_wait(
+        db, fake_openai, monkeypatch):
+    """`base_url :=` is the root the /v1/... paths hang off, here a gateway's path; the
+    results_url the batch names is relative and resolves against it. https only, except
+    loopback."""
+    monkeypatch.delenv("ANTHROPIC_BASE_URL")
+    msg = submit_error(db, f"SELECT * FROM batch_submit('product-labeling', '*', model := '{MODEL}', "
+                           "base_url := 'http://api.example.com')")
+    assert "https" in msg, msg
+    assert_nothing_written(db)
+    gateway = f"{fake_openai.root_url}/gw/anthropic"
+    fake_openai.configure({"path_prefix": "/gw/anthropic", "relative_results_url": True,
+                           "next_batch": {"retrieves_per_step": 2}})
+    s = submit_claude(db, base_url=gateway)
+    jid = s["job_id"]
+    assert s["status"] == "in_progress" and job(db, jid)["base_url"] == gateway, s
+    w = rows(db, "SELECT * FROM batch_wait(job_id := ?, timeout := INTERVAL '30 seconds')", [jid])
+    assert [(x["job_id"], x["status"], x["applied"]) for x in w] == [(jid, "completed", N)], w
+    assert check_job_invariants(db, jid, fake_openai)[0]["completed_count"] == N
+    st = fake_openai.state()
+    assert st["counts"]["retrieves"] == 2 and st["counts"]["content_downloads"] == 1
+    api = [r for r in st["requests"] if not r["path"].startswith("/_fake")]
+    assert api and all(r["path"].startswith("/gw/anthropic/v1/messages/batches") and r["status"] == 200
+                       for r in api), api
+
+
 # ----------------------------------------------------------------------------- the key
 
 
@@ -297,6 +324,12 @@ def test_missing_anthropic_key_is_refused_and_nothing_is_sent(db, fake_openai, m
     monkeypatch.setenv("ANTHROPIC_API_KEY", fake_openai.api_key)
     out = rows(db, f"SELECT * FROM batch_submit('product-labeling', [1, 2], model := '{MODEL}')")
     assert_sent_to_anthropic(db, fake_openai, out[0], MODEL, 2)
+    # Gone again: refresh of the Anthropic job is refused, sends nothing, changes nothing.
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    before, sent = snapshot(db), len(api_requests(fake_openai))
+    with pytest.raises(duckdb.Error, match="batch_refresh: ANTHROPIC_API_KEY is not set"):
+        refresh(db)
+    assert snapshot(db) == before and len(api_requests(fake_openai)) == sent
 
 
 def test_the_key_never_shows_in_errors_results_or_tables(db, fake_openai, monkeypatch):
@@ -404,6 +437,62 @@ def test_retry_takes_retryable_errored_results_and_leaves_invalid_requests(db, f
     r = rows(db, "SELECT * FROM batch_retry(?)", [s["job_id"]])
     assert len(r) == 1 and r[0]["submitted"] == 3 and "2 items left alone" in r[0]["message"], r
     assert sorted(i["issue_id"] for i in items(db, r[0]["job_id"])) == retryable
+
+
+# ----------------------------------------------------------------------------- bad results
+
+
+def test_unusable_answers_fail_their_item_and_store_nothing(db, fake_openai):
+    kinds = ["refusal", "length", "malformed", "schema"]
+    fake_openai.configure({"next_batch": {"outcome": "invalid_answers", "invalid_every": 2, "invalid_kinds": kinds,
+                                          "output_order": "reversed"}})
+    s = submit_claude(db)
+    refresh_until_done(db, s["job_id"])
+    j, its = check_job_invariants(db, s["job_id"], fake_openai, invalid_answers=N // 2)
+    # Items 2, 4, 6, ... got the kinds in turn (stop_reason refusal / max_tokens, not JSON, off-schema).
+    want = {"refusal": ("refusal", "refusal"), "length": ("truncated", "max_tokens"),
+            "malformed": ("invalid_answer", ""), "schema": ("invalid_answer", "")}
+    for n, it in enumerate(its):
+        if (n + 1) % 2:
+            assert it["status"] == "completed", it
+            continue
+        code, text = want[kinds[(n // 2) % len(kinds)]]
+        assert (it["status"], it["error_code"]) == ("failed", code) and text in it["error_message"], it
+    assert j["completed_count"] == N // 2
+    assert one(db, "SELECT count(*) FROM ai_analyses") == N // 2
+
+
+def test_duplicate_results_applied_once_and_unknown_custom_ids_ignored(db, fake_openai):
+    fake_openai.configure({"next_batch": {"duplicate_custom_ids": 3, "unknown_custom_ids": 2}})
+    s = submit_claude(db)
+    seen = refresh_until_done(db, s["job_id"])
+    msg = seen[-1]["message"]
+    assert "2 output lines with unknown custom_id ignored" in msg and "3 duplicate lines applied once" in msg, msg
+    assert check_job_invariants(db, s["job_id"], fake_openai)[0]["completed_count"] == N
+    assert one(db, "SELECT count(*), count(DISTINCT issue_id) FROM ai_analyses") == (N, N)
+
+
+def test_results_gone_after_29_days_free_the_items_for_a_retry(db, fake_openai):
+    fake_openai.configure({"next_batch": {"missing_files": ["output"]}})
+    s = submit_claude(db)
+    seen = refresh_until_done(db, s["job_id"])
+    assert seen[-1]["message"].startswith("collected") and "404" in seen[-1]["message"], seen[-1]
+    its = items(db, s["job_id"])
+    assert {(i["status"], i["error_code"]) for i in its} == {("failed", "result_unavailable")}, its
+    r = rows(db, "SELECT * FROM batch_retry(?)", [s["job_id"]])
+    assert r[0]["submitted"] == N, r
+    refresh_until_done(db, r[0]["job_id"])
+    assert check_job_invariants(db, r[0]["job_id"], fake_openai)[0]["completed_count"] == N
+
+
+def test_results_cut_mid_line_are_not_final(db, fake_openai):
+    fake_openai.configure({"next_batch": {"cut_output_file": 0.55, "output_order": "input"}})
+    s = submit_claude(db)
+    out = refresh(db)
+    assert len(out) == 1 and out[0]["message"].startswith("not collected"), out
+    assert "downloaded again on the next refresh" in out[0]["message"] and out[0]["applied"] == 0, out
+    assert {i["status"] for i in items(db, s["job_id"])} == {"pending"}
+    assert one(db, "SELECT count(*) FROM ai_analyses") == 0
 
 
 # ----------------------------------------------------------------------------- a lost or failed create
