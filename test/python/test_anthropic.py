@@ -125,8 +125,6 @@ def test_submit_refresh_collect_product_labels(db, fake_openai):
     jid = s["job_id"]
     assert s["status"] == "in_progress" and s["provider_batch_id"].startswith("msgbatch_"), s
     j, reqs = assert_sent_to_anthropic(db, fake_openai, s, MODEL, N)
-    # The estimate says how it was made: there is no public Claude tokenizer.
-    assert j["estimate_method"] and "o200k" in j["estimate_method"], j["estimate_method"]
     # One request per item: our custom_id (Anthropic's pattern), max_tokens always set,
     # the processor's system prompt, the issue as the user message, a forced structured
     # answer following the processor's schema.
@@ -163,6 +161,8 @@ def test_submit_refresh_collect_product_labels(db, fake_openai):
     before, counts = snapshot(db), fake_openai.state()["counts"]
     assert refresh(db) == [] and snapshot(db) == before
     assert fake_openai.state()["counts"]["retrieves"] == counts["retrieves"]
+    # The estimate says how it was made: there is no public Claude tokenizer.
+    assert j["estimate_method"] and "o200k" in j["estimate_method"], j["estimate_method"]
 
 
 def test_actual_cost_from_the_results_usage_next_to_the_estimate(db, fake_openai):
