@@ -304,6 +304,40 @@ def test_base_url_parameter_behind_a_gateway_prefix_with_a_relative_results_url_
                        for r in api), api
 
 
+def test_options_map_onto_anthropic_parameters_and_what_has_no_equivalent_is_refused(db, fake_openai):
+    for named, said in [
+        (f"model := '{MODEL}', temperature := 1.5", ["temperature 1.5", "Anthropic"]),
+        (f"model := '{MODEL}', reasoning_effort := 'minimal'", ["'minimal'", "no Anthropic equivalent"]),
+        ("model := 'claude-3-5-haiku-20241022'", ["claude-3-5-haiku-20241022", "structured outputs"]),
+    ]:
+        msg = submit_error(db, f"SELECT * FROM batch_submit('product-labeling', '*', {named})")
+        assert all(x in msg for x in said), (named, msg)
+    assert_nothing_written(db)
+    assert api_requests(fake_openai) == []
+    s = submit_claude(db, "number < 102", temperature=0.25, reasoning_effort="low", max_output_tokens=777)
+    for r in anthropic_requests(fake_openai, s["provider_batch_id"]):
+        p = r["params"]
+        assert (p["temperature"], p["output_config"]["effort"], p["max_tokens"]) == (0.25, "low", 777), p
+    # `none` is Claude's default (no reasoning): nothing is sent for it.
+    s = submit_claude(db, "number = 102", reasoning_effort="none")
+    (r,) = anthropic_requests(fake_openai, s["provider_batch_id"])
+    assert "effort" not in r["params"].get("output_config", {}) and "temperature" not in r["params"], r
+
+
+def test_a_status_the_code_does_not_know_stays_active_and_is_shown(db, fake_openai):
+    s = submit_claude(db)
+    jid, bid = s["job_id"], s["provider_batch_id"]
+    fake_openai.provider.control_batch(bid, {"report_status": "paused"})
+    out = refresh(db)
+    assert [(r["job_id"], r["status"]) for r in out] == [(jid, "paused")], out
+    assert "a status ai_batch does not know" in out[0]["message"], out
+    again = one_row(db, f"SELECT * FROM batch_submit('product-labeling', '*', model := '{MODEL}')")
+    assert again["status"] == "nothing_to_submit" and again["skipped_active"] == N, again
+    fake_openai.provider.control_batch(bid, {"report_status": None})
+    refresh_until_done(db, jid)
+    assert check_job_invariants(db, jid, fake_openai)[0]["completed_count"] == N
+
+
 # ----------------------------------------------------------------------------- the key
 
 
