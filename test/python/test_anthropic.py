@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import urllib.request
-from decimal import ROUND_HALF_UP, Decimal
-import sys
 import uuid
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import duckdb
