@@ -184,6 +184,7 @@ def test_actual_cost_from_the_results_usage_next_to_the_estimate(db, fake_openai
     # actual_cost is DECIMAL(10,4): rounded to the 4th decimal.
     assert abs(float(h["actual_cost"]) - want) <= 0.00005 + 1e-12, (h["actual_cost"], want)
     assert h["cost_estimate"] is not None and float(h["cost_estimate"]) > 0, h
+    assert h["estimate_method"] == j["estimate_method"] and "o200k" in h["estimate_method"], h
     assert (h["completed_count"], h["failed_count"], h["pending_count"]) == (8, 2, 0)
     # Per item: the tokens of its own result line, priced the same way; none for errored ones.
     for i in its:
