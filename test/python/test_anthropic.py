@@ -633,6 +633,37 @@ def test_a_create_in_flight_is_not_created_again_and_is_adopted_when_it_lands(db
     assert creates(fake_openai) == {jid: 1} and fake_openai.state()["counts"]["batch_creates"] == 1
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "a12 bcfff6f: batch_cancel of an uploaded Anthropic job whose create is in flight marks it "
+    "cancelled at once ('cancelled before it reached the provider'); the create lands anyway and its "
+    "batch runs at Anthropic, never cancelled, adopted or collected"))
+def test_cancelling_a_job_whose_create_is_in_flight_still_stops_the_batch_once_it_lands(db, fake_openai, monkeypatch):
+    """Anthropic cannot fence a create off (no input file to delete): a cancel asked for
+    while the create may still land must reach the batch once it is there (the user may
+    have to run batch_cancel again), never leave it running unowned."""
+    monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "1")
+    fake_openai.configure({"fault": ANTHROPIC.create_fault(kind="delay", delay=2)})
+    s = submit_claude(db)
+    jid = s["job_id"]
+    assert s["status"] == "uploaded", s
+
+    def cancel():
+        try:
+            rows(db, "SELECT * FROM batch_cancel(?)", [jid])
+        except duckdb.Error:
+            pass  # refusing while the create may still land is fine: the user runs it again
+    cancel()
+    wait_until(lambda: fake_openai.state()["counts"]["batch_creates"] == 1, what="the delayed create")
+    (bid,) = [b["id"] for b in ANTHROPIC.batches(fake_openai)]
+    for _ in range(4):
+        cancel()
+        refresh(db)
+    j = job(db, jid)
+    assert fake_openai.state()["counts"]["cancels_by_batch"] == {bid: 1}, fake_batch(fake_openai, bid)
+    assert (j["provider_batch_id"], j["status"], j["collected_at"] is not None) == (bid, "cancelled", True), j
+    check_job_invariants(db, jid, fake_openai)
+
+
 @pytest.mark.parametrize("fault", [
     {"kind": "reset"},  # the connection dropped with the create unprocessed
     {"kind": "overloaded"},  # 529
