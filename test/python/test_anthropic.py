@@ -75,10 +75,11 @@ def price(input_tokens, output_tokens):
 
 
 @pytest.fixture
-def db(connect, fake_openai, monkeypatch):
+def db(connect, fake_openai, monkeypatch, tmp_path):
     """N issues; the environment pointed at the fake's Anthropic API, and no OpenAI
-    settings, so nothing here can fall back to OpenAI."""
+    settings, so nothing here can fall back to OpenAI; a spool folder of its own."""
     ANTHROPIC.setenv(monkeypatch, fake_openai)
+    monkeypatch.setenv("AI_BATCH_SPOOL_DIR", str(tmp_path / "spool"))
     for k in OPENAI.env(fake_openai):
         monkeypatch.delenv(k, raising=False)
     return issues_db(connect)
@@ -95,6 +96,11 @@ def one_row(con, sql):
     out = rows(con, sql)
     assert len(out) == 1, out
     return out[0]
+
+
+def spooled(tmp_path):
+    """Files left in the spool folder (staged requests wait there until their batch is recorded)."""
+    return [f for f in (tmp_path / "spool").rglob("*") if not f.is_dir()]
 
 
 def creates(fake):
@@ -122,10 +128,11 @@ def assert_sent_to_anthropic(con, fake, out, model, n):
 # ----------------------------------------------------------------------------- the whole job
 
 
-def test_submit_refresh_collect_product_labels(db, fake_openai):
+def test_submit_refresh_collect_product_labels(db, fake_openai, tmp_path):
     s = submit_claude(db)
     jid = s["job_id"]
     assert s["status"] == "in_progress" and s["provider_batch_id"].startswith("msgbatch_"), s
+    assert spooled(tmp_path) == []
     j, reqs = assert_sent_to_anthropic(db, fake_openai, s, MODEL, N)
     # One request per item: our custom_id (Anthropic's pattern), max_tokens always set,
     # the processor's system prompt, the issue as the user message, a forced structured
@@ -410,6 +417,23 @@ def test_the_key_never_shows_in_errors_results_or_tables(db, fake_openai, monkey
     assert_not_stored(db, sentinel, secret)
 
 
+def test_a_wrong_key_at_refresh_is_not_retried_and_leaves_the_job_intact(db, fake_openai, monkeypatch):
+    s = submit_claude(db)
+    before = snapshot(db)
+    wrong = f"sk-ant-api03-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", wrong)
+    out = refresh(db)
+    msg = out[0]["message"]
+    assert msg.startswith("not refreshed") and "Anthropic" in msg and "401" in msg, msg
+    assert wrong not in msg and wrong[13:] not in msg, msg
+    st = fake_openai.state()["counts"]
+    assert (st["auth_failures"], st["retrieves"]) == (1, 0), st
+    assert snapshot(db) == before
+    monkeypatch.setenv("ANTHROPIC_API_KEY", fake_openai.api_key)
+    refresh_until_done(db, s["job_id"])
+    check_job_invariants(db, s["job_id"], fake_openai)
+
+
 # ----------------------------------------------------------------------------- cancel and retry
 
 
@@ -535,16 +559,18 @@ def test_results_cut_mid_line_are_not_final(db, fake_openai):
 # ----------------------------------------------------------------------------- a lost or failed create
 
 
-def test_a_lost_create_response_is_adopted_never_created_twice(db, fake_openai):
+def test_a_lost_create_response_is_adopted_never_created_twice(db, fake_openai, tmp_path):
     fake_openai.configure({"fault": ANTHROPIC.create_fault(kind="reset", after_action=True)})
     s = submit_claude(db)
     jid = s["job_id"]
     assert s["status"] == "uploaded" and s["provider_batch_id"] is None, s
+    assert len(spooled(tmp_path)) == 1  # kept: the create may have to be sent again
     made = [b["id"] for b in ANTHROPIC.batches(fake_openai)]
     assert len(made) == 1 and creates(fake_openai) == {jid: 1}
     refresh_until_done(db, jid)
     j, _ = check_job_invariants(db, jid, fake_openai)
     assert j["provider_batch_id"] == made[0] and j["completed_count"] == N
+    assert spooled(tmp_path) == []
     counts = fake_openai.state()["counts"]
     assert counts["batch_creates"] == 1 and counts["list_calls"] >= 1
 
@@ -669,7 +695,8 @@ def test_cancelling_a_job_whose_create_is_in_flight_still_stops_the_batch_once_i
     {"kind": "overloaded"},  # 529
     {"kind": "server_error"},  # 500
 ], ids=lambda f: f["kind"])
-def test_a_create_that_never_landed_is_not_created_only_after_the_settle_window(db, fake_openai, monkeypatch, fault):
+def test_a_create_that_never_landed_is_not_created_only_after_the_settle_window(db, fake_openai, monkeypatch, tmp_path,
+                                                                                fault):
     monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "0.5")
     fake_openai.configure({"fault": ANTHROPIC.create_fault(**fault)})
     s = submit_claude(db)
@@ -683,6 +710,7 @@ def test_a_create_that_never_landed_is_not_created_only_after_the_settle_window(
     assert out[0]["status"] == "failed" and "never created a batch" in out[0]["message"], out
     assert {(i["status"], i["error_code"]) for i in items(db, jid)} == {("failed", "not_created")}
     assert fake_openai.state()["counts"]["batch_creates"] == 0 and creates(fake_openai) == {}
+    assert spooled(tmp_path) == []  # the staged requests of a decided job are not kept
     # batch_retry sends the issues again, once.
     r = rows(db, "SELECT * FROM batch_retry(?)", [jid])
     assert r[0]["submitted"] == N, r
