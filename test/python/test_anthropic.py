@@ -617,7 +617,7 @@ def create_foreign_batch(fake, n):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "a12 467da64: the one candidate is adopted while it runs, and once it ends its results "
+    "a12 bcfff6f: the one candidate is adopted while it runs, and once it ends its results "
     "(no custom_id of ours) are not checked for ownership: refresh says 'not collected: ... 0 answers "
     "read' on every call instead of letting the batch go and deciding not_created"))
 def test_a_batch_of_the_same_size_from_another_program_is_not_taken_for_a_lost_create(db, fake_openai, monkeypatch):
