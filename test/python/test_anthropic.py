@@ -634,7 +634,7 @@ def test_a_batch_of_the_same_size_from_another_program_is_not_taken_for_a_lost_c
     def decided():
         refresh(db)
         return job(db, jid)["collected_at"] is not None
-    wait_until(decided, timeout=8, what="the lost create decided")
+    wait_until(decided, timeout=6, what="the lost create decided")
     j = job(db, jid)
     assert j["status"] == "failed" and j["provider_batch_id"] in (None, foreign), j
     assert {(i["status"], i["error_code"]) for i in items(db, jid)} == {("failed", "not_created")}
