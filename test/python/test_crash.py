@@ -4,7 +4,12 @@ batch_retry()) brings to a correct state: no duplicate provider batch, no lost o
 doubled result, every item in exactly one final state.
 
 The kill comes from the extension's test-only failpoint switch (AI_BATCH_FAILPOINT),
-inside a child Python process; the checks run in a fresh process afterwards."""
+inside a child Python process; the checks run in a fresh process afterwards.
+
+Every test runs for both providers (the `provider` fixture): OpenAI, whose batches carry
+our job id as metadata, and Anthropic, whose batches carry none (a lost create is found by
+its number of requests and time, and confirmed by the job id inside its custom_ids). The
+fake counts creates per job for both (for Anthropic from the custom_ids)."""
 
 import os
 import subprocess
@@ -18,21 +23,37 @@ from conftest import ROOT, extension_path, import_sample
 
 sys.path.insert(0, str(ROOT))
 from fake_provider.pytest_plugin import fake_openai, fake_openai_server  # noqa: E402,F401
+from providers import PROVIDERS  # noqa: E402
 
-KEY = "sk-fake-test-key"
+
+@pytest.fixture(params=PROVIDERS, ids=lambda p: p.name)
+def provider(request, fake_openai, monkeypatch):
+    """The provider under test, with this process's environment pointed at the fake."""
+    request.param.setenv(monkeypatch, fake_openai)
+    return request.param
 
 
-def run_child(db, fake, code, failpoint=None):
-    env = dict(os.environ, OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url)
+def child_env(failpoint=None):
+    """This process's environment (the provider fixture pointed it at the fake), with the
+    failpoint switch set or cleared."""
+    env = dict(os.environ)
     env.pop("AI_BATCH_FAILPOINT", None)
     if failpoint:
         env["AI_BATCH_FAILPOINT"] = failpoint
-    prog = textwrap.dedent(f"""
+    return env
+
+
+def child_program(db, code):
+    return textwrap.dedent(f"""
         import duckdb
         con = duckdb.connect({str(db)!r}, config={{'allow_unsigned_extensions': 'true'}})
         con.execute("LOAD '{extension_path()}'")
     """) + textwrap.dedent(code)
-    return subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=120)
+
+
+def run_child(db, code, failpoint=None):
+    return subprocess.run([sys.executable, "-c", child_program(db, code)], env=child_env(failpoint),
+                          capture_output=True, text=True, timeout=120)
 
 
 def open_db(db):
@@ -83,7 +104,9 @@ def db(tmp_path):
     return path, n
 
 
-SUBMIT = "print(con.execute(\"SELECT job_id, status FROM batch_submit('product-labeling', $$SELECT id FROM issues$$)\").fetchall())"
+def submit_code(provider):
+    return ("print(con.execute(\"SELECT job_id, status FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
+            f"model := '{provider.model}')\").fetchall())")
 
 
 @pytest.mark.parametrize("point, expect_status", [
@@ -92,10 +115,9 @@ SUBMIT = "print(con.execute(\"SELECT job_id, status FROM batch_submit('product-l
     ("submit_after_upload_recorded", "uploaded"),
     ("submit_after_create", "uploaded"),
 ])
-def test_kill_during_submit(db, fake_openai, monkeypatch, point, expect_status):
+def test_kill_during_submit(db, fake_openai, provider, point, expect_status):
     path, n = db
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    r = run_child(path, fake_openai, SUBMIT, failpoint=point)
+    r = run_child(path, submit_code(provider), failpoint=point)
     assert r.returncode == -9, (r.returncode, r.stdout, r.stderr[-2000:])
     con = open_db(path)
     # What the crash left behind: the job and all its items, committed before any network call.
@@ -105,17 +127,18 @@ def test_kill_during_submit(db, fake_openai, monkeypatch, point, expect_status):
     assert creates_before == (1 if point == "submit_after_create" else 0)
     # A new submit must not put these issues into a second active job.
     again = con.execute("SELECT status, submitted FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
-                        "base_url := ?)", [fake_openai.base_url]).fetchall()
+                        "base_url := ?, model := ?)", [provider.base_url(fake_openai), provider.model]).fetchall()
     assert again == [("nothing_to_submit", 0)]
     refresh_until_settled(con)
     if expect_status == "created":
         # Nothing reached the provider: the job is failed as interrupted, and a retry sends it.
         job_id, status, err = con.execute("SELECT job_id, status, error_message FROM batch_jobs").fetchall()[0]
         assert status == "failed" and "interrupted" in err
-        # An upload that finished before the kill is not left behind unused.
+        # An upload that finished before the kill is not left behind unused (Anthropic
+        # uploads nothing: its requests travel inside the create).
         names = [f["filename"] for f in fake_openai.state()["files"]]
         assert f"{job_id}.jsonl" not in names, names
-        if point == "submit_after_upload":
+        if point == "submit_after_upload" and provider.uploads:
             assert "deleted 1 of 1 unused uploaded file" in err, err
         assert con.execute("SELECT DISTINCT error_code FROM batch_items").fetchall() == [("interrupted",)]
         con.execute("SELECT * FROM batch_retry(?)", [job_id]).fetchall()
@@ -124,22 +147,22 @@ def test_kill_during_submit(db, fake_openai, monkeypatch, point, expect_status):
     con.close()
 
 
-def test_kill_between_jobs_of_a_pipelined_submit(db, fake_openai, monkeypatch):
+def test_kill_between_jobs_of_a_pipelined_submit(db, fake_openai, provider):
     """Jobs are committed and sent one by one while the next is built: a kill before
     job 2 is recorded leaves job 1 (committed, perhaps already sent) and nothing of the
     rest, and running the same submit again sends only the rest."""
     path, n = db
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
     submit = ("con.execute(\"SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
-              "max_requests_per_job := 6)\").fetchall()")
-    r = run_child(path, fake_openai, submit, failpoint="submit_before_next_record")
+              f"max_requests_per_job := 6, model := '{provider.model}')\").fetchall()")
+    r = run_child(path, submit, failpoint="submit_before_next_record")
     assert r.returncode == -9, (r.returncode, r.stdout, r.stderr[-2000:])
     con = open_db(path)
     jobs = con.execute("SELECT job_id, issues_count FROM batch_jobs").fetchall()
     assert len(jobs) == 1 and jobs[0][1] == 6, jobs
     assert con.execute("SELECT count(*) FROM batch_items").fetchall()[0][0] == 6
     again = con.execute("SELECT submitted FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
-                        "max_requests_per_job := 6, base_url := ?)", [fake_openai.base_url]).fetchall()
+                        "max_requests_per_job := 6, base_url := ?, model := ?)",
+                        [provider.base_url(fake_openai), provider.model]).fetchall()
     assert sum(s for (s,) in again) == n - 6, again
     refresh_until_settled(con)
     # Job 1 may have been killed before its upload finished: then it is failed as
@@ -151,20 +174,20 @@ def test_kill_between_jobs_of_a_pipelined_submit(db, fake_openai, monkeypatch):
     con.close()
 
 
-def test_build_failure_after_a_sent_job_names_it(db, fake_openai, monkeypatch):
+def test_build_failure_after_a_sent_job_names_it(db, fake_openai, provider, monkeypatch):
     """A failure while job 2 is being built, after job 1 was committed and handed to the
     sender: the statement fails, the message names job 1 as sent, job 1 is at the
     provider, and the same submit again sends only the rest."""
     path, n = db
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("AI_BATCH_FAILPOINT", "error:submit_before_next_record")
     spool = path.parent / "spool"
     monkeypatch.setenv("AI_BATCH_SPOOL_DIR", str(spool))
     con = open_db(path)
     sql = ("SELECT * FROM batch_submit('product-labeling', $$SELECT id FROM issues$$, "
-           "max_requests_per_job := 6, base_url := ?)")
+           "max_requests_per_job := 6, base_url := ?, model := ?)")
+    args = [provider.base_url(fake_openai), provider.model]
     with pytest.raises(duckdb.Error) as ei:
-        con.execute(sql, [fake_openai.base_url]).fetchall()
+        con.execute(sql, args).fetchall()
     msg = str(ei.value)
     jobs = con.execute("SELECT job_id, status, issues_count, provider_batch_id FROM batch_jobs").fetchall()
     assert len(jobs) == 1, jobs
@@ -173,9 +196,10 @@ def test_build_failure_after_a_sent_job_names_it(db, fake_openai, monkeypatch):
     assert "injected failure" in msg and job_id in msg and "were sent" in msg, msg
     assert sum(fake_openai.state()["counts"]["creates_by_job"].values()) == 1
     # No request file is left behind: job 1's was sent, the others were never finished.
-    assert list(spool.iterdir()) == []
+    # (Anthropic's staged requests wait in spool/staged/ until their batch is recorded.)
+    assert [f for f in spool.rglob("*") if not f.is_dir()] == []
     monkeypatch.delenv("AI_BATCH_FAILPOINT")
-    again = con.execute(sql, [fake_openai.base_url]).fetchall()
+    again = con.execute(sql, args).fetchall()
     assert len(again) == 2 and sum(r[5] for r in again) == n - 6, again
     refresh_until_settled(con)
     check_invariants(con, fake_openai, n)
@@ -183,13 +207,12 @@ def test_build_failure_after_a_sent_job_names_it(db, fake_openai, monkeypatch):
 
 
 @pytest.mark.parametrize("point", ["refresh_after_download", "refresh_before_commit", "refresh_after_commit"])
-def test_kill_during_refresh(db, fake_openai, monkeypatch, point):
+def test_kill_during_refresh(db, fake_openai, provider, point):
     path, n = db
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    r = run_child(path, fake_openai, SUBMIT)
+    r = run_child(path, submit_code(provider))
     assert r.returncode == 0, r.stderr
     code = "for _ in range(10):\n    con.execute('SELECT * FROM batch_refresh()').fetchall()\n"
-    r = run_child(path, fake_openai, code, failpoint=point)
+    r = run_child(path, code, failpoint=point)
     assert r.returncode == -9, (r.returncode, r.stdout, r.stderr[-2000:])
     con = open_db(path)
     applied = con.execute("SELECT count(*) FROM ai_analyses").fetchall()[0][0]
@@ -200,7 +223,8 @@ def test_kill_during_refresh(db, fake_openai, monkeypatch, point):
     con.close()
 
 
-def test_kill_while_the_create_is_in_flight_then_refresh_before_and_after_it_lands(db, fake_openai, monkeypatch):
+def test_kill_while_the_create_is_in_flight_then_refresh_before_and_after_it_lands(db, fake_openai, provider,
+                                                                                     monkeypatch):
     """Issue 9, item 1: the host is killed (SIGKILL from outside) while the provider is
     still working on its create. A new process refreshes BEFORE the create lands: no
     second batch. After it lands: adopted, collected, zero duplicates, zero lost results."""
@@ -209,17 +233,10 @@ def test_kill_while_the_create_is_in_flight_then_refresh_before_and_after_it_lan
 
     path, n = db
     # The create takes 8 s at the provider; refresh waits 3 x 4 s after it was sent.
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("AI_BATCH_CREATE_TIMEOUT_SECS", "4")
-    fake_openai.configure({"fault": {"kind": "delay", "delay": 8, "method": "POST", "path": "/v1/batches"}})
-    env = dict(os.environ, OPENAI_BASE_URL=fake_openai.base_url)
-    env.pop("AI_BATCH_FAILPOINT", None)
-    prog = textwrap.dedent(f"""
-        import duckdb
-        con = duckdb.connect({str(path)!r}, config={{'allow_unsigned_extensions': 'true'}})
-        con.execute("LOAD '{extension_path()}'")
-    """) + SUBMIT
-    child = subprocess.Popen([sys.executable, "-c", prog], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fake_openai.configure({"fault": provider.create_fault(kind="delay", delay=8)})
+    child = subprocess.Popen([sys.executable, "-c", child_program(path, submit_code(provider))], env=child_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # Kill it once the create has reached the provider (the delay fault fired).
         end = time.monotonic() + 60

@@ -50,11 +50,8 @@ MAX_ATTEMPTS = 3  # src/retry.rs
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def db(connect, fake_openai, monkeypatch):
-    """A database with the issue schema, N issues, and the environment pointed at the fake."""
-    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+def issues_db(connect):
+    """A database with the issue schema and the N issues of ISSUES."""
     con = connect()
     con.execute(SCHEMA)
     for k, (title, _) in enumerate(ISSUES):
@@ -63,6 +60,14 @@ def db(connect, fake_openai, monkeypatch):
             [100 + k, title, f"Steps to reproduce: {title.lower()}."],
         )
     return con
+
+
+@pytest.fixture
+def db(connect, fake_openai, monkeypatch):
+    """A database with the issue schema, N issues, and the environment pointed at the fake."""
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    return issues_db(connect)
 
 
 def rows(con, sql, params=None):
@@ -118,10 +123,24 @@ def items(con, job_id):
 
 
 def fake_batch(fake, batch_id):
-    for b in fake.state()["batches"]:
+    """The fake's view of a batch: an OpenAI batch or an Anthropic message batch."""
+    st = fake.state()
+    for b in st["batches"] + st["message_batches"]:
         if b["id"] == batch_id:
             return b
     raise AssertionError(f"no batch {batch_id} at the fake")
+
+
+def provider_counts(batch):
+    """(total, completed, failed) of a fake batch, OpenAI's request_counts or Anthropic's
+    (succeeded / errored / canceled / expired, known once it ended)."""
+    rc = batch["request_counts"]
+    if "total" in rc:
+        return rc["total"], rc["completed"], rc["total"] - rc["completed"]
+    if batch.get("processing_status") != "ended":
+        return 0, 0, 0
+    failed = rc["errored"] + rc["canceled"] + rc["expired"]
+    return rc["succeeded"] + failed, rc["succeeded"], failed
 
 
 def fake_file(fake, file_id) -> bytes:
@@ -168,11 +187,11 @@ def check_job_invariants(con, job_id, fake=None, invalid_answers=0):
         if i["status"] != "completed":
             assert i["error_code"] and i["error_message"], i
     if fake is not None and j["provider_batch_id"]:
-        rc = fake_batch(fake, j["provider_batch_id"])["request_counts"]
-        if rc["total"]:
-            assert rc["total"] == j["issues_count"]
-            assert j["completed_count"] + invalid_answers == rc["completed"]
-            assert j["failed_count"] - invalid_answers == rc["failed"] + (rc["total"] - rc["completed"] - rc["failed"])
+        total, completed, failed = provider_counts(fake_batch(fake, j["provider_batch_id"]))
+        if total:
+            assert total == j["issues_count"]
+            assert j["completed_count"] + invalid_answers == completed
+            assert j["failed_count"] - invalid_answers == failed
     return j, its
 
 
@@ -607,12 +626,16 @@ def test_batch_cancel_of_a_batch_that_finished_meanwhile_collects_it(db, fake_op
 # ----------------------------------------------------------------------------- retry
 
 
+def run_mixed(con, fake, fail_kinds, send=submit):
+    """A collected job whose every second request failed, with `fail_kinds` in turn."""
+    fake.configure({"next_batch": {"outcome": "completed_mixed", "fail_every": 2, "fail_kinds": fail_kinds}})
+    s = send(con)
+    refresh_until_done(con, s["job_id"])
+    return s, check_job_invariants(con, s["job_id"], fake)[1]
+
+
 def test_batch_retry_takes_only_retryable_items(db, fake_openai):
-    fake_openai.configure({"next_batch": {"outcome": "completed_mixed", "fail_every": 2,
-                                          "fail_kinds": ["server_error", "context_length"]}})
-    s = submit(db)
-    refresh_until_done(db, s["job_id"])
-    _, its = check_job_invariants(db, s["job_id"], fake_openai)
+    s, its = run_mixed(db, fake_openai, ["server_error", "context_length"])
     retryable = sorted(i["issue_id"] for i in its if i["error_code"] == "http_500")
     hopeless = [i for i in its if i["error_code"] == "context_length_exceeded"]
     assert len(retryable) == 3 and len(hopeless) == 2

@@ -123,6 +123,39 @@ def assert_nothing_written(con) -> None:
         assert scalar(con, f"SELECT count(*) FROM {t}") == 0, t
 
 
+def message_collector(con, messages: list[str]):
+    """run(sql) -> rows: runs a statement, adding every value of its rows, or its error, to
+    `messages` (what a user sees, for checks that a secret never shows)."""
+
+    def run(q: str) -> list[dict[str, Any]]:
+        try:
+            res = rows(con, q)
+        except duckdb.Error as e:
+            messages.append(str(e))
+            return []
+        messages.extend(str(v) for r in res for v in r.values())
+        return res
+
+    return run
+
+
+def assert_not_stored(con, *needles: str) -> int:
+    """No row of any table or view (every column, cast to text) contains any of `needles`;
+    the tracking tables exist. Returns the rows searched."""
+    tables = con.execute(
+        "SELECT database_name, schema_name, table_name FROM duckdb_tables() "
+        "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal"
+    ).fetchall()
+    assert {"batch_jobs", "batch_items", "ai_analyses", "issues"} <= {t[2] for t in tables}
+    searched = 0
+    for d, s, t in tables:
+        x = f'"{d}"."{s}"."{t}"'
+        where = " OR ".join("contains(CAST(x AS VARCHAR), ?)" for _ in needles)
+        assert scalar(con, f"SELECT count(*) FROM {x} AS x WHERE {where}", list(needles)) == 0, f"{t} holds the key"
+        searched += scalar(con, f"SELECT count(*) FROM {x}")
+    return searched
+
+
 def api_requests(fake) -> list[dict[str, Any]]:
     return [r for r in fake.state()["requests"] if r["path"].startswith("/v1")]
 
@@ -623,15 +656,7 @@ def test_sentinel_api_key_never_appears_in_tables_or_errors(db, env, monkeypatch
     sentinel = f"sk-SENTINEL-{secret}"
     monkeypatch.setenv("OPENAI_API_KEY", sentinel)
     messages: list[str] = []
-
-    def run(q: str) -> list[dict[str, Any]]:
-        try:
-            res = rows(db, q)
-        except duckdb.Error as e:
-            messages.append(str(e))
-            return []
-        messages.extend(str(v) for r in res for v in r.values())
-        return res
+    run = message_collector(db, messages)
 
     # 1. success (the fake accepts the sentinel).
     env.configure(api_key=sentinel)
@@ -661,24 +686,8 @@ def test_sentinel_api_key_never_appears_in_tables_or_errors(db, env, monkeypatch
     assert len(messages) > 10
     for m in messages:
         assert sentinel not in m and secret not in m, m
-    # Every column of every table (and view) in the database, cast to text.
-    tables = db.execute(
-        "SELECT database_name, schema_name, table_name FROM duckdb_tables() "
-        "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal"
-    ).fetchall()
-    names = {t[2] for t in tables}
-    assert {"batch_jobs", "batch_items", "ai_analyses", "issues"} <= names
-    searched = 0
-    for d, s, t in tables:
-        hits = scalar(
-            db,
-            f'SELECT count(*) FROM "{d}"."{s}"."{t}" AS x '
-            "WHERE contains(CAST(x AS VARCHAR), ?) OR contains(CAST(x AS VARCHAR), ?)",
-            [sentinel, secret],
-        )
-        assert hits == 0, f"{t} holds the key"
-        searched += scalar(db, f'SELECT count(*) FROM "{d}"."{s}"."{t}"')
-    assert searched > SAMPLE_ISSUES
+    assert assert_not_stored(db, sentinel, secret) > SAMPLE_ISSUES
+    # Nor any setting.
     settings = " ".join(str(v) for v in db.execute("SELECT value FROM duckdb_settings()").fetchall())
     assert secret not in settings
     # Nothing left in the spool folder holds it either.
