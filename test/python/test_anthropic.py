@@ -616,10 +616,6 @@ def create_foreign_batch(fake, n):
         return json.loads(r.read())["id"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a12 bcfff6f: the one candidate is adopted while it runs, and once it ends its results "
-    "(no custom_id of ours) are not checked for ownership: refresh says 'not collected: ... 0 answers "
-    "read' on every call instead of letting the batch go and deciding not_created"))
 def test_a_batch_of_the_same_size_from_another_program_is_not_taken_for_a_lost_create(db, fake_openai, monkeypatch):
     """Our create never landed; another program made a batch of as many requests meanwhile.
     Its results carry no custom_id of ours: nothing of it is applied, and the job is
@@ -659,10 +655,6 @@ def test_a_create_in_flight_is_not_created_again_and_is_adopted_when_it_lands(db
     assert creates(fake_openai) == {jid: 1} and fake_openai.state()["counts"]["batch_creates"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a12 bcfff6f: batch_cancel of an uploaded Anthropic job whose create is in flight marks it "
-    "cancelled at once ('cancelled before it reached the provider'); the create lands anyway and its "
-    "batch runs at Anthropic, never cancelled, adopted or collected"))
 def test_cancelling_a_job_whose_create_is_in_flight_still_stops_the_batch_once_it_lands(db, fake_openai, monkeypatch):
     """Anthropic cannot fence a create off (no input file to delete): a cancel asked for
     while the create may still land must reach the batch once it is there (the user may
