@@ -396,8 +396,9 @@ def submit(
     max_items: Optional[int] = typer.Option(None, "--max-items", help="take at most this many issues",
                                             rich_help_panel="Target Selection"),
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="model, e.g. gpt-4o-mini or openai:gpt-4o-mini "
-                                        "[default: the extension's, gpt-4o-mini]",
+                                        help="model, e.g. gpt-4o-mini, openai:gpt-4o-mini or "
+                                        "anthropic:claude-haiku-4-5 [default: the extension's, "
+                                        "gpt-4o-mini]",
                                         rich_help_panel="AI Configuration"),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="0.0-2.0 [default: the model's]",
                                                 rich_help_panel="AI Configuration"),
@@ -418,8 +419,8 @@ def submit(
 
     Issues already analysed by this processor, or in a job still running, are skipped
     (unless --reprocess). Filters (--org, --repo, --state, --missing-analysis) narrow
-    --sql; without --sql they choose among all issues. Needs OPENAI_API_KEY (not for
-    --dry-run).
+    --sql; without --sql they choose among all issues. Needs OPENAI_API_KEY, or
+    ANTHROPIC_API_KEY for Claude models (not for --dry-run).
 
     Examples:
 
@@ -432,6 +433,8 @@ def submit(
         gh-analysis batch submit product-labeling --sql "SELECT id FROM issues WHERE state='open' LIMIT 5"
 
         gh-analysis batch submit product-labeling -o replicatedhq -r kots -i 4127 -m openai:o4-mini --thinking-effort high
+
+        gh-analysis batch submit product-labeling --missing-analysis -m anthropic:claude-haiku-4-5
     """
     if sql is not None and issue_number is not None:
         raise UserError("give either --sql or --issue-number, not both")

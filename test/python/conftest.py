@@ -3,6 +3,7 @@
 import os
 import pathlib
 import shutil
+import signal
 import sys
 
 import pytest
@@ -64,3 +65,11 @@ def import_sample(con, glob: str | None = None) -> int:
     con.execute("SET VARIABLE issues_glob = ?", [glob or str(ROOT / "data/sample/issues/*.json")])
     con.execute((ROOT / "sql/import_issues.sql").read_text()).fetchall()
     return con.execute("SELECT count(*) FROM issues").fetchall()[0][0]
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """`preexec_fn` for a child that is sent SIGINT: the default action, as under a
+    terminal. A program started in the background of a non-interactive shell (`cmd &`, as
+    CI runners and scripts may do) inherits SIGINT *ignored*; Python and the duckdb shell
+    then install no handler of their own, and the Ctrl-C a test sends would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

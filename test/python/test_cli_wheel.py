@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, ctrl_c_as_in_a_terminal
 
 JOB_ID = re.compile(r"job_\d{8}_\d{6}_[a-z0-9]{6}")
 ISSUE = re.compile(r"\b[\w.-]+/[\w.-]+#\d+\b")
@@ -246,17 +246,18 @@ def test_ctrl_c_stops_waiting_cleanly(sh, provider):
     fake_control(provider, "/_fake/config", {"next_batch": {"hold_at": "in_progress"}})
     sh.ok("gh-analysis batch submit product-labeling --org acme")
     proc = subprocess.Popen([str(sh.venv / "gh-analysis"), "batch", "refresh", "--wait", "--interval", "0.2"],
-                            cwd=sh.cwd, env=sh.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=sh.cwd, env=sh.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     # Until the provider has been polled at least twice: the wait is running, with its
-    # handler in place. Generous, for a loaded machine; a wait that never polls fails here.
-    deadline = time.time() + 240
+    # handler in place. A wait that never polls fails here.
+    deadline = time.time() + 120
     while fake_control(provider, "/_fake/state")["counts"]["retrieves"] < 2:
         if time.time() > deadline or proc.poll() is not None:
             proc.kill()
             pytest.fail("the wait never polled twice: " + repr(proc.communicate()))
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in out + err
     assert "stopped waiting; the jobs keep running at the provider" in err
@@ -397,3 +398,22 @@ def test_batch_group_mounts_into_another_typer_app(sh):
     sh.ok("gh-analysis import")
     p = run_python(sh, MOUNT)
     assert p.returncode == 0 and p.stdout.startswith("0 ") and "No batch jobs yet" in p.stdout, p.stdout + p.stderr
+
+
+def test_claude_models_from_the_command_line(sh, provider):
+    # The same commands with a Claude model: its key and base URL from ANTHROPIC_*, the
+    # job sent to the fake's Message Batches side, collected by refresh --wait.
+    sh.ok("gh-analysis import")
+    sh.env.update(ANTHROPIC_API_KEY="sk-fake-test-key", ANTHROPIC_BASE_URL=provider.removesuffix("/v1"))
+    out = sh.ok("gh-analysis batch submit product-labeling --org replicatedhq -m anthropic:claude-haiku-4-5")
+    job = job_ids(out)[0]
+    assert "Estimated cost: $" in out, out
+    sh.ok("gh-analysis batch refresh --wait --interval 0.1 --timeout 120")
+    done = sh.ok(f"gh-analysis batch status {job}")
+    assert "completed" in done and "claude-haiku-4-5" in done and "Items: 13 (13 completed" in done, done
+    out = sh.ok('gh-analysis query sql "SELECT provider, model, estimate_method, actual_cost > 0 AS paid '
+                'FROM batch_jobs" --format json')
+    assert json.loads(out) == [{"provider": "anthropic", "model": "claude-haiku-4-5",
+                                "estimate_method": "o200k_base x 1.25 (no public tokenizer for the model)",
+                                "paid": True}], out
+    assert fake_control(provider, "/_fake/state")["counts"]["creates_by_job"] == {job: 1}
