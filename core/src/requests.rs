@@ -141,6 +141,36 @@ pub fn parse_custom_id(job_id: &str, custom_id: &str) -> Result<i64, CustomIdErr
     Ok(id)
 }
 
+/// Whose results a results file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Every `custom_id` is one of this job's.
+    Ours,
+    /// None is: another job's (or another program's) batch.
+    Theirs,
+    /// Some are ours and some not (never made by ai_batch), or there were none.
+    Unclear,
+}
+
+/// Whether the `custom_id`s of a batch's results belong to `job_id` (a batch found
+/// without metadata is confirmed by its results: `anthropic::reconcile`, collect).
+pub fn results_owner<'a>(job_id: &str, custom_ids: impl IntoIterator<Item = &'a str>) -> Owner {
+    let (mut ours, mut theirs) = (0u64, 0u64);
+    for cid in custom_ids {
+        if parse_custom_id(job_id, cid).is_ok() {
+            ours += 1;
+        } else {
+            theirs += 1;
+        }
+    }
+    match (ours, theirs) {
+        (0, 0) => Owner::Unclear,
+        (_, 0) => Owner::Ours,
+        (0, _) => Owner::Theirs,
+        _ => Owner::Unclear,
+    }
+}
+
 /// Per-job request options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestOptions {
@@ -870,5 +900,21 @@ mod tests {
         assert_eq!(shards.len(), 1);
         assert_eq!(shards[0].issue_ids, vec![1, 2]);
         assert_eq!(shards[0].truncated_issue_ids, vec![2]);
+    }
+
+    #[test]
+    fn results_tell_whose_batch_it_is() {
+        assert_eq!(results_owner("job7", ["job7-i1", "job7-i22"]), Owner::Ours);
+        assert_eq!(
+            results_owner("job7", ["job8-i1", "job77-i2"]),
+            Owner::Theirs
+        );
+        assert_eq!(
+            results_owner("job7", ["job7-i1", "job8-i2"]),
+            Owner::Unclear
+        );
+        assert_eq!(results_owner("job7", []), Owner::Unclear);
+        // A job id that is a prefix of another's is not confused with it.
+        assert_eq!(results_owner("job7", ["job77-i1"]), Owner::Theirs);
     }
 }

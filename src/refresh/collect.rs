@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use ai_batch_core::anthropic::reconcile::{results_owner, Owner};
 use ai_batch_core::cost::{self, PriceTable};
 use ai_batch_core::lifecycle::code::{self, RESULT_UNAVAILABLE, RESULT_UNREADABLE};
 use ai_batch_core::lifecycle::{self, BatchErrors, ItemStatus, ResultFiles};
 use ai_batch_core::processor::Processor;
 use ai_batch_core::provider::{BatchView, Provider, ProviderError};
+use ai_batch_core::requests::{results_owner, Owner};
 use ai_batch_core::results::{self, Outcome};
 use duckdb::Connection;
 

@@ -18,7 +18,7 @@
 //!    belong to another job means the guess was wrong; the job goes back to step 1
 //!    with that batch excluded.
 
-use crate::requests::parse_custom_id;
+pub use crate::requests::{results_owner, Owner};
 
 /// Seconds of clock difference tolerated between us and the provider.
 pub const CLOCK_SLACK_SECS: i64 = 300;
@@ -84,35 +84,6 @@ pub fn find_lost_create(
         [] => Finding::NotCreated,
         [one] => Finding::One(one.id.clone()),
         many => Finding::Several(many.iter().map(|b| b.id.clone()).collect()),
-    }
-}
-
-/// Whose results a results file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    /// Every `custom_id` is one of this job's.
-    Ours,
-    /// None is: another job's (or another program's) batch.
-    Theirs,
-    /// Some are ours and some not (never made by ai_batch), or there were none.
-    Unclear,
-}
-
-/// Step 3: whether the `custom_id`s of a batch's results belong to `job_id`.
-pub fn results_owner<'a>(job_id: &str, custom_ids: impl IntoIterator<Item = &'a str>) -> Owner {
-    let (mut ours, mut theirs) = (0u64, 0u64);
-    for cid in custom_ids {
-        if parse_custom_id(job_id, cid).is_ok() {
-            ours += 1;
-        } else {
-            theirs += 1;
-        }
-    }
-    match (ours, theirs) {
-        (0, 0) => Owner::Unclear,
-        (_, 0) => Owner::Ours,
-        (0, _) => Owner::Theirs,
-        _ => Owner::Unclear,
     }
 }
 
@@ -198,21 +169,5 @@ mod tests {
             find_lost_create(&LOST, &[], &|_| false, 10_600),
             Finding::NotCreated
         );
-    }
-
-    #[test]
-    fn results_tell_whose_batch_it_is() {
-        assert_eq!(results_owner("job7", ["job7-i1", "job7-i22"]), Owner::Ours);
-        assert_eq!(
-            results_owner("job7", ["job8-i1", "job77-i2"]),
-            Owner::Theirs
-        );
-        assert_eq!(
-            results_owner("job7", ["job7-i1", "job8-i2"]),
-            Owner::Unclear
-        );
-        assert_eq!(results_owner("job7", []), Owner::Unclear);
-        // A job id that is a prefix of another's is not confused with it.
-        assert_eq!(results_owner("job7", ["job77-i1"]), Owner::Theirs);
     }
 }
