@@ -299,9 +299,8 @@ impl Format for AnthropicJsonl {
 
     fn check_options(&self, opts: &RequestOptions) -> Result<(), RequestError> {
         opts.validate_common()?;
-        request::check_options(opts)
-            .map(|_| ())
-            .map_err(|e| RequestError::Provider(e.to_string()))
+        request::check_options(opts)?;
+        Ok(())
     }
 
     fn write_line(
@@ -312,11 +311,10 @@ impl Format for AnthropicJsonl {
         user_text: &str,
         opts: &RequestOptions,
     ) -> Result<usize, RequestError> {
-        let provider_error =
-            |e: request::AnthropicRequestError| RequestError::Provider(e.to_string());
-        let a = request::AnthropicOptions::from_request(opts, processor).map_err(provider_error)?;
-        request::write_request_line(out, custom_id, processor, user_text, &a)
-            .map_err(provider_error)
+        let a = request::AnthropicOptions::from_request(opts, processor)?;
+        Ok(request::write_request_line(
+            out, custom_id, processor, user_text, &a,
+        )?)
     }
 
     fn parse_results(&self, files: &[&[u8]], processor: &Processor) -> ParsedResults {

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::processor::Processor;
-use crate::requests::{is_valid_custom_id, RequestOptions};
+use crate::requests::{is_valid_custom_id, RequestError, RequestOptions};
 
 /// `max_tokens` when the job gives no `max_output_tokens`: Anthropic requires it. Four
 /// times the processor's typical answer, at least this floor, so a normal answer is
@@ -55,6 +55,12 @@ pub enum AnthropicRequestError {
     /// serde_json failed (should not happen when writing to memory).
     #[error("could not serialize a request line: {0}")]
     Serialize(String),
+}
+
+impl From<AnthropicRequestError> for RequestError {
+    fn from(e: AnthropicRequestError) -> Self {
+        RequestError::Provider(e.to_string())
+    }
 }
 
 /// The per-job settings of Anthropic request lines.
