@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+#[path = "common/fake_http.rs"]
+mod fake_http;
+
 use ai_batch_core::anthropic::request::{write_request_line, AnthropicOptions};
 use ai_batch_core::anthropic::{parse_result_line, reconcile, AnthropicProvider};
 use ai_batch_core::lifecycle::JobStatus;
@@ -72,29 +75,11 @@ impl Fake {
     }
 
     fn control(&self, path: &str, body: &str) -> Value {
-        self.raw("POST", path, body)
+        fake_http::exchange(&self.root, "POST", path, body)
     }
 
     fn state(&self) -> Value {
-        self.raw("GET", "/_fake/state", "")
-    }
-
-    /// One plain HTTP/1.1 exchange with the fake's control API (`Connection: close`).
-    fn raw(&self, method: &str, path: &str, body: &str) -> Value {
-        use std::io::{Read, Write};
-        let host = self.root.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(host).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8(raw).unwrap();
-        let (_, json) = text.split_once("\r\n\r\n").unwrap();
-        serde_json::from_str(json).unwrap()
+        fake_http::exchange(&self.root, "GET", "/_fake/state", "")
     }
 
     fn provider(&self, base: &str) -> AnthropicProvider {

@@ -459,6 +459,10 @@ fn check_metadata(
 }
 
 #[cfg(test)]
+#[path = "../../tests/common/fake_http.rs"]
+mod fake_http;
+
+#[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::{
@@ -1747,30 +1751,7 @@ mod tests {
 
     /// Posts to the fake provider's control API (`/_fake/...`, no auth).
     fn fake_control(base: &str, path: &str, body: &str) -> serde_json::Value {
-        fake_raw(base, "POST", path, body)
-    }
-
-    /// One plain HTTP/1.1 exchange with the fake's control API (`Connection: close`).
-    fn fake_raw(base: &str, method: &str, path: &str, body: &str) -> serde_json::Value {
-        use std::io::{Read, Write};
-        let host = base
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
-        let mut s = std::net::TcpStream::connect(&host).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8(raw).unwrap();
-        let (_, json) = text.split_once("\r\n\r\n").unwrap();
-        serde_json::from_str(json).unwrap()
+        fake_http::exchange(base, "POST", path, body)
     }
 
     /// The retry rules against the fake provider's injected faults.
@@ -1816,7 +1797,7 @@ mod tests {
             .expect("the lost batch is found");
         let state = fake_control(&base, "/_fake/config", "{}");
         assert!(state.is_object());
-        let state = fake_raw(&base, "GET", "/_fake/state", "");
+        let state = fake_http::exchange(&base, "GET", "/_fake/state", "");
         assert_eq!(
             state["counts"]["creates_by_job"][job], 1,
             "{}",
