@@ -120,25 +120,23 @@ pub(crate) fn find_batch(
     })?)
 }
 
-/// Seals a job whose batch the list did not show: deletes its input file at the
-/// provider (a create naming a deleted file is refused, so one still in flight can no
-/// longer make a batch), then looks once more for a batch that landed meanwhile. A
-/// provider that cannot fence a create (Anthropic) is only looked at once more: the
-/// caller has waited past the window in which a create could land.
+/// Seals a job whose batch the caller's lookup did not show: deletes its input file at
+/// the provider (a create naming a deleted file is refused, so one still in flight can
+/// no longer make a batch), then looks once more for a batch that landed meanwhile. A
+/// provider that cannot fence a create (Anthropic) has its staged copy removed and is
+/// not looked at again: nothing was fenced off, and the caller, past the window in
+/// which a create could land, has just looked.
 pub(crate) fn seal(
     conn: &Connection,
     client: &dyn Provider,
     job: &TrackedJob,
     input_file_id: &str,
 ) -> Result<Option<BatchView>, ReconcileError> {
-    if client.fences_creates() {
-        delete_input(client, input_file_id)?;
+    delete_input(client, input_file_id)?;
+    if !client.fences_creates() {
+        return Ok(None);
     }
-    let found = find_batch(conn, client, job)?;
-    if found.is_none() && !client.fences_creates() {
-        delete_input(client, input_file_id)?;
-    }
-    Ok(found)
+    find_batch(conn, client, job)
 }
 
 /// What sealing did, for messages.
